@@ -1,0 +1,119 @@
+"""Following the catalog topic into the item index.
+
+Every worker needs the whole catalog, so the catalog is read outside the consumer group: all
+partitions assigned, from the beginning, at every start (treat the topic as compacted by
+item_id). Upserts add or update items (searchable when applied); deletes hide them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+from kafka.structs import TopicPartition
+
+from streamrec.config import Settings
+from streamrec.errors import BadEvent, ItemIndexError
+from streamrec.events import CatalogOp, decode_catalog
+from streamrec.index import ItemIndex
+from streamrec.kafka_io import dead_letter_headers, make_consumer
+from streamrec.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+def apply_catalog_op(index: ItemIndex, op: CatalogOp) -> None:
+    """Apply one catalog record to the index."""
+    if op.op == "delete":
+        index.remove(op.item_id)
+    else:
+        index.upsert(op.item_id, op.vector, op.available)
+
+
+class CatalogFollower:
+    """Reads the catalog topic and applies it to the index; bad records go to the DLQ."""
+
+    def __init__(
+        self, settings: Settings, index: ItemIndex, metrics: Metrics, producer: KafkaProducer
+    ) -> None:
+        self.settings = settings
+        self.index = index
+        self.metrics = metrics
+        self.producer = producer
+        self.consumer = make_consumer(settings, group=False)
+        self.partitions = self._assign()
+
+    def _assign(self) -> list[TopicPartition]:
+        topic = self.settings.items_topic
+        deadline = time.monotonic() + 10
+        parts = self.consumer.partitions_for_topic(topic)
+        while not parts and time.monotonic() < deadline:
+            time.sleep(0.2)
+            parts = self.consumer.partitions_for_topic(topic)
+        if not parts:
+            log.warning("catalog topic %s not found; serving the model's items only", topic)
+            return []
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        self.consumer.assign(tps)
+        self.consumer.seek_to_beginning(*tps)
+        return tps
+
+    def catch_up(self, timeout_s: float = 30.0) -> int:
+        """Apply the catalog up to its current end before serving; returns records applied."""
+        if not self.partitions:
+            return 0
+        ends = self.consumer.end_offsets(self.partitions)
+        applied = 0
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(self.consumer.position(tp) >= ends[tp] for tp in self.partitions):
+                break
+            applied += self.poll(timeout_ms=200)
+        log.info("catalog applied: %d records, %d items searchable", applied, self.index.size)
+        return applied
+
+    def poll(self, timeout_ms: int = 0) -> int:
+        """Apply whatever catalog records are available now."""
+        if not self.partitions:
+            return 0
+        n = 0
+        for batch in self.consumer.poll(timeout_ms=timeout_ms, max_records=10000).values():
+            for rec in batch:
+                n += 1
+                try:
+                    op = decode_catalog(
+                        rec.value, rec.key, self.settings.max_event_bytes, self.settings.max_id_len
+                    )
+                    apply_catalog_op(self.index, op)
+                    self.metrics.catalog_updates.labels(op=op.op).inc()
+                except BadEvent as bad:
+                    self._dead_letter(rec, bad.reason, bad.detail)
+                except ItemIndexError as exc:
+                    self._dead_letter(rec, "bad_vector", str(exc))
+        return n
+
+    def _dead_letter(self, rec: Any, reason: str, detail: str) -> None:
+        headers = dead_letter_headers(
+            reason,
+            detail,
+            rec.topic,
+            rec.partition,
+            rec.offset,
+        )
+        try:
+            self.producer.send(
+                self.settings.dlq_topic,
+                key=rec.key,
+                value=rec.value,
+                headers=list(headers),
+            ).get(timeout=30)
+            self.metrics.dead_letters.labels(reason=reason, topic=self.settings.items_topic).inc()
+        except KafkaError as exc:
+            log.warning("catalog dead letter not published: %s", type(exc).__name__)
+
+    def close(self) -> None:
+        """Close the consumer."""
+        self.consumer.close(autocommit=False)

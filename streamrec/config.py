@@ -1,0 +1,123 @@
+"""The one frozen settings object.
+
+Every setting is an environment variable ``STREAMREC_<NAME>`` (e.g. ``STREAMREC_DB_URL``) and
+most are also a flag of ``streamrec run``; flags win over the environment, which wins over the
+defaults below. Units are in the names (``_ms``, ``_bytes``). Nothing but this module reads the
+environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streamrec.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """All worker settings, with defaults that run on one laptop.
+
+    See the configuration table in README.md for the meaning of each field.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_", frozen=True, extra="forbid")
+
+    # Kafka
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    group_id: str = Field("streamrec", description="consumer group of the workers")
+    client_id: str = Field("streamrec", description="Kafka client id prefix")
+    events_topic: str = Field("streamrec.events", description="input events topic")
+    items_topic: str = Field("streamrec.items", description="catalog topic")
+    recs_topic: str = Field("streamrec.recommendations", description="output topic")
+    dlq_topic: str = Field("streamrec.events.dlq", description="dead-letter topic")
+    session_timeout_ms: int = Field(6000, ge=1000, description="consumer group session timeout")
+    heartbeat_interval_ms: int = Field(1000, ge=100, description="consumer heartbeat interval")
+    max_poll_interval_ms: int = Field(
+        3000, ge=1000, description="max time between polls before the group evicts us"
+    )
+    poll_timeout_ms: int = Field(200, ge=0, description="how long one poll waits for records")
+    batch_max_events: int = Field(200, ge=1, description="records processed per batch at most")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    # Model, index, ranking
+    model_dir: Path = Field(Path("model"), description="directory written by `streamrec train`")
+    top_k: int = Field(10, ge=1, le=1000, description="items per recommendation")
+    encoder_threads: int = Field(1, ge=1, description="onnxruntime intra-op threads")
+    hnsw_m: int = Field(16, ge=2, description="hnswlib M (graph degree)")
+    hnsw_ef_construction: int = Field(200, ge=10, description="hnswlib ef at build time")
+    hnsw_ef_search: int = Field(128, ge=10, description="hnswlib ef at query time")
+    exclude_history: bool = Field(True, description="never recommend items already in history")
+    history_max_len: int = Field(200, ge=1, description="events of history kept per user")
+    unknown_item_policy: Literal["accept", "dlq"] = Field(
+        "accept", description="events for items in neither model nor catalog: keep or dead-letter"
+    )
+
+    # Input validation
+    max_event_bytes: int = Field(65536, ge=128, description="larger records are dead-lettered")
+    max_id_len: int = Field(256, ge=1, description="longest accepted id, in characters")
+
+    # State
+    db_url: str = Field("sqlite:///streamrec.db", description="SQLAlchemy database URL")
+
+    # Operations
+    metrics_host: str = Field("127.0.0.1", description="address of /metrics, /healthz, /readyz")
+    metrics_port: int = Field(9108, ge=0, le=65535, description="0 disables the HTTP server")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = Field(False, description="structured JSON log lines")
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name at least one HOST:PORT")
+        return value
+
+    def kafka_security(self) -> dict[str, Any]:
+        """Security keyword arguments common to kafka-python clients."""
+        opts: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            opts["sasl_mechanism"] = self.sasl_mechanism
+            opts["sasl_plain_username"] = self.sasl_username
+            opts["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        for key, value in (
+            ("ssl_cafile", self.ssl_cafile),
+            ("ssl_certfile", self.ssl_certfile),
+            ("ssl_keyfile", self.ssl_keyfile),
+        ):
+            if value is not None:
+                opts[key] = str(value)
+        return opts
+
+    def safe_db_url(self) -> str:
+        """The database URL with any password masked, for logs."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.db_url).render_as_string(hide_password=True)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from the environment plus explicit overrides (``None`` ignored).
+
+    Raises:
+        ConfigError: a value is invalid; the message names the setting.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None

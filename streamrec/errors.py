@@ -1,0 +1,60 @@
+"""The one exception tree of streamrec.
+
+::
+
+    StreamrecError            base of everything streamrec raises on purpose
+    ├── ConfigError           a setting is missing or invalid (names the setting)
+    ├── BadEvent              an input record is invalid; carries a short ``reason`` code
+    ├── ModelError            a model directory is missing, inconsistent or fails to load
+    ├── StoreError            the database failed or holds something unexpected
+    │   └── FencedError       this worker lost ownership of a partition (stale generation)
+    ├── ItemIndexError        the item index rejected an operation
+    └── BrokerError           the Kafka broker cannot be reached or refused a request
+
+Errors on input data never escape the worker: ``BadEvent`` is turned into a dead-letter
+record. The others stop or pause the worker with a clear message.
+"""
+
+from __future__ import annotations
+
+
+class StreamrecError(Exception):
+    """Base class of every error streamrec raises on purpose."""
+
+
+class ConfigError(StreamrecError):
+    """A setting is missing or invalid."""
+
+
+class BadEvent(StreamrecError):  # noqa: N818 - the name the architecture uses
+    """An input record is invalid.
+
+    Attributes:
+        reason: short, bounded reason code (used as a metric label and DLQ header).
+        detail: human-readable detail; never contains the payload itself.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class ModelError(StreamrecError):
+    """A model directory is missing, inconsistent or fails to load."""
+
+
+class StoreError(StreamrecError):
+    """The state database failed or holds something unexpected."""
+
+
+class FencedError(StoreError):
+    """This worker's generation for a partition is stale: another worker owns it now."""
+
+
+class ItemIndexError(StreamrecError):
+    """The item index rejected an operation."""
+
+
+class BrokerError(StreamrecError):
+    """The Kafka broker cannot be reached or refused a request."""

@@ -1,0 +1,267 @@
+"""Topic contracts: event dataclasses, decoding with validation, encoding (pure).
+
+Input ``streamrec.events`` (key = user_id)::
+
+    {"event_id": str, "user_id": str, "item_id": str, "type": "click"|"purchase", "ts": int}
+
+Catalog ``streamrec.items`` (key = item_id; extra fields allowed, ``vector`` is used)::
+
+    {"item_id": str, "op": "upsert"|"delete", "available": bool, "ts": int}
+
+Output ``streamrec.recommendations`` (key = user_id)::
+
+    {"rec_id": str, "user_id": str, "event_id": str,
+     "items": [{"item_id": str, "score": float}], "model_version": str, "generated_at": int}
+
+Decoding never logs or echoes the payload: a ``BadEvent`` carries a bounded reason code
+(``too_large``, ``not_utf8``, ``not_json``, ``not_object``, ``missing_field``, ``wrong_type``,
+``bad_value``, ``key_mismatch``) and a detail naming the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from streamrec.errors import BadEvent
+
+EVENT_TYPES = ("click", "purchase")
+CATALOG_OPS = ("upsert", "delete")
+DEFAULT_MAX_BYTES = 65536
+DEFAULT_MAX_ID_LEN = 256
+MAX_TS_MS = 2**53  # exact in JSON doubles, and far beyond any real clock
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A user interaction."""
+
+    event_id: str
+    user_id: str
+    item_id: str
+    type: Literal["click", "purchase"]
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogOp:
+    """A catalog change: add, update or remove an item."""
+
+    item_id: str
+    op: Literal["upsert", "delete"]
+    available: bool
+    ts: int
+    vector: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecItem:
+    """One recommended item."""
+
+    item_id: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """The answer to one event."""
+
+    rec_id: str
+    user_id: str
+    event_id: str
+    items: tuple[RecItem, ...]
+    model_version: str
+    generated_at: int
+
+
+def _load_object(raw: bytes, max_bytes: int) -> dict[str, Any]:
+    if len(raw) > max_bytes:
+        raise BadEvent("too_large", f"{len(raw)} bytes > max {max_bytes}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadEvent("not_utf8", "value is not UTF-8") from None
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError):
+        raise BadEvent("not_json", "value is not JSON (or nested too deeply)") from None
+    if not isinstance(obj, dict):
+        raise BadEvent("not_object", f"JSON value is a {type(obj).__name__}, not an object")
+    return obj
+
+
+def _get_id(obj: Mapping[str, Any], name: str, max_len: int) -> str:
+    if name not in obj:
+        raise BadEvent("missing_field", name)
+    value = obj[name]
+    if not isinstance(value, str):
+        raise BadEvent("wrong_type", f"{name} must be a string")
+    if not value or len(value) > max_len:
+        raise BadEvent("bad_value", f"{name} must have 1..{max_len} characters")
+    if "\x00" in value:
+        raise BadEvent("bad_value", f"{name} must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadEvent("bad_value", f"{name} is not valid Unicode (lone surrogate)") from None
+    return value
+
+
+def _get_ts(obj: Mapping[str, Any]) -> int:
+    if "ts" not in obj:
+        raise BadEvent("missing_field", "ts")
+    value = obj["ts"]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadEvent("wrong_type", "ts must be an integer (epoch ms)")
+    if not 0 <= value <= MAX_TS_MS:
+        raise BadEvent("bad_value", f"ts must be in 0..{MAX_TS_MS} (epoch ms)")
+    return value
+
+
+def _get_choice(obj: Mapping[str, Any], name: str, choices: Sequence[str]) -> str:
+    if name not in obj:
+        raise BadEvent("missing_field", name)
+    value = obj[name]
+    if not isinstance(value, str):
+        raise BadEvent("wrong_type", f"{name} must be a string")
+    if value not in choices:
+        raise BadEvent("bad_value", f"{name} must be one of {', '.join(choices)}")
+    return value
+
+
+def _check_key(key: bytes | None, expected: str, field: str) -> None:
+    if key is not None and key != expected.encode("utf-8"):
+        raise BadEvent("key_mismatch", f"record key differs from {field}")
+
+
+def decode_event(
+    raw: bytes | None,
+    key: bytes | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_id_len: int = DEFAULT_MAX_ID_LEN,
+) -> Event:
+    """Decode and validate one input event.
+
+    Args:
+        raw: the record value.
+        key: the record key; when present it must equal the user_id.
+        max_bytes: larger values are rejected before parsing.
+        max_id_len: longest accepted id.
+
+    Raises:
+        BadEvent: the record breaks the contract.
+    """
+    if raw is None:
+        raise BadEvent("missing_value", "record has no value")
+    obj = _load_object(raw, max_bytes)
+    user_id = _get_id(obj, "user_id", max_id_len)
+    event = Event(
+        event_id=_get_id(obj, "event_id", max_id_len),
+        user_id=user_id,
+        item_id=_get_id(obj, "item_id", max_id_len),
+        type=_get_choice(obj, "type", EVENT_TYPES),  # type: ignore[arg-type]
+        ts=_get_ts(obj),
+    )
+    _check_key(key, user_id, "user_id")
+    return event
+
+
+def _get_vector(obj: Mapping[str, Any]) -> tuple[float, ...] | None:
+    value = obj.get("vector")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise BadEvent("wrong_type", "vector must be a non-empty list of numbers")
+    out = []
+    for x in value:
+        if isinstance(x, bool) or not isinstance(x, int | float):
+            raise BadEvent("wrong_type", "vector must hold finite numbers")
+        try:
+            number = float(x)
+        except OverflowError:
+            raise BadEvent("wrong_type", "vector must hold finite numbers") from None
+        if not math.isfinite(number):
+            raise BadEvent("wrong_type", "vector must hold finite numbers")
+        out.append(number)
+    return tuple(out)
+
+
+def decode_catalog(
+    raw: bytes | None,
+    key: bytes | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_id_len: int = DEFAULT_MAX_ID_LEN,
+) -> CatalogOp:
+    """Decode and validate one catalog record (extra fields are allowed and ignored).
+
+    Raises:
+        BadEvent: the record breaks the contract.
+    """
+    if raw is None:
+        raise BadEvent("missing_value", "record has no value")
+    obj = _load_object(raw, max_bytes)
+    item_id = _get_id(obj, "item_id", max_id_len)
+    op = _get_choice(obj, "op", CATALOG_OPS)
+    available = obj.get("available", op == "upsert")
+    if not isinstance(available, bool):
+        raise BadEvent("wrong_type", "available must be a boolean")
+    result = CatalogOp(
+        item_id=item_id,
+        op=op,  # type: ignore[arg-type]
+        available=available and op == "upsert",
+        ts=_get_ts(obj),
+        vector=_get_vector(obj),
+    )
+    _check_key(key, item_id, "item_id")
+    return result
+
+
+def rec_id_for(event_id: str) -> str:
+    """Stable recommendation id derived from the event: replays produce the same id."""
+    return "rec-" + hashlib.sha256(event_id.encode("utf-8")).hexdigest()[:24]
+
+
+def encode_event(event: Event) -> bytes:
+    """Serialize an input event (used by the simulator and tests)."""
+    return json.dumps(
+        {
+            "event_id": event.event_id,
+            "user_id": event.user_id,
+            "item_id": event.item_id,
+            "type": event.type,
+            "ts": event.ts,
+        },
+        separators=(",", ":"),
+    ).encode("utf-8")
+
+
+def encode_catalog(op: CatalogOp) -> bytes:
+    """Serialize a catalog record."""
+    obj: dict[str, Any] = {
+        "item_id": op.item_id,
+        "op": op.op,
+        "available": op.available,
+        "ts": op.ts,
+    }
+    if op.vector is not None:
+        obj["vector"] = list(op.vector)
+    return json.dumps(obj, separators=(",", ":")).encode("utf-8")
+
+
+def encode_recommendation(rec: Recommendation) -> bytes:
+    """Serialize a recommendation for the output topic."""
+    return json.dumps(
+        {
+            "rec_id": rec.rec_id,
+            "user_id": rec.user_id,
+            "event_id": rec.event_id,
+            "items": [{"item_id": it.item_id, "score": it.score} for it in rec.items],
+            "model_version": rec.model_version,
+            "generated_at": rec.generated_at,
+        },
+        separators=(",", ":"),
+    ).encode("utf-8")

@@ -1,0 +1,126 @@
+"""Kafka clients: construction with our defaults, topic creation, dead-letter records.
+
+Only standard Kafka APIs are used, so Apache Kafka and the embedded broker work alike. Values
+are kept as raw bytes (no kafka-python deserializers): decoding is ``events``' job.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from streamrec.config import Settings
+from streamrec.errors import BrokerError
+
+log = logging.getLogger(__name__)
+
+HEADER_ERROR = "x-streamrec-error"
+HEADER_DETAIL = "x-streamrec-error-detail"
+HEADER_TOPIC = "x-source-topic"
+HEADER_PARTITION = "x-source-partition"
+HEADER_OFFSET = "x-source-offset"
+
+
+def consumer_config(settings: Settings, group: bool = True) -> dict[str, Any]:
+    """Keyword arguments of our KafkaConsumer (manual commits, small group timeouts)."""
+    cfg: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers.split(","),
+        "client_id": settings.client_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_partition_fetch_bytes": max(1048576, settings.max_event_bytes * 4),
+        # answer a fetch as soon as data is there, at most one poll timeout later
+        "fetch_max_wait_ms": min(500, max(10, settings.poll_timeout_ms)),
+        **settings.kafka_security(),
+    }
+    if group:
+        cfg.update(
+            group_id=settings.group_id,
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+            max_poll_records=settings.batch_max_events,
+        )
+    return cfg
+
+
+def make_consumer(settings: Settings, group: bool = True) -> KafkaConsumer:
+    """A consumer (not yet subscribed)."""
+    try:
+        return KafkaConsumer(**consumer_config(settings, group))
+    except KafkaError as exc:
+        raise BrokerError(f"cannot connect to {settings.bootstrap_servers}: {exc}") from exc
+
+
+def make_producer(settings: Settings) -> KafkaProducer:
+    """A producer that waits for all in-sync replicas and retries."""
+    try:
+        return KafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers.split(","),
+            client_id=settings.client_id,
+            acks="all",
+            retries=5,
+            linger_ms=5,
+            # dead letters carry the original record, whatever its size; a broker that refuses
+            # it gets a truncated copy flagged x-streamrec-truncated (see worker._publish)
+            max_request_size=16 * 1024 * 1024,
+            **settings.kafka_security(),
+        )
+    except KafkaError as exc:
+        raise BrokerError(f"cannot connect to {settings.bootstrap_servers}: {exc}") from exc
+
+
+def ensure_topics(settings: Settings, partitions: int = 4, replication: int = 1) -> list[str]:
+    """Create the four topics if they do not exist; return those created."""
+    names = [settings.events_topic, settings.items_topic, settings.recs_topic, settings.dlq_topic]
+    return create_topics(settings, names, partitions, replication)
+
+
+def create_topics(
+    settings: Settings, names: Iterable[str], partitions: int = 4, replication: int = 1
+) -> list[str]:
+    """Create topics through the admin API, ignoring those that exist."""
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=settings.bootstrap_servers.split(","),
+            client_id=settings.client_id,
+            **settings.kafka_security(),
+        )
+    except KafkaError as exc:
+        raise BrokerError(f"cannot connect to {settings.bootstrap_servers}: {exc}") from exc
+    created = []
+    try:
+        existing = set(admin.list_topics())
+        for name in names:
+            if name in existing:
+                continue
+            try:
+                admin.create_topics([NewTopic(name, partitions, replication)])
+                created.append(name)
+            except TopicAlreadyExistsError:
+                pass
+    except KafkaError as exc:
+        raise BrokerError(f"creating topics failed: {exc}") from exc
+    finally:
+        admin.close()
+    if created:
+        log.info("created topics %s", ",".join(created))
+    return created
+
+
+def dead_letter_headers(
+    reason: str, detail: str, topic: str, partition: int, offset: int
+) -> tuple[tuple[str, bytes], ...]:
+    """Headers of a dead-letter record: why it failed and where it came from."""
+    return (
+        (HEADER_ERROR, reason.encode()),
+        (HEADER_DETAIL, detail[:200].encode()),
+        (HEADER_TOPIC, topic.encode()),
+        (HEADER_PARTITION, str(partition).encode()),
+        (HEADER_OFFSET, str(offset).encode()),
+    )

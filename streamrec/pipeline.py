@@ -1,0 +1,218 @@
+"""One batch through the event path, without Kafka: decode -> fold -> encode -> search -> rank.
+
+``Pipeline.process`` turns a batch of raw records into a ``BatchWrite`` (new user states,
+applied event ids, outbox messages: recommendations and dead letters, next offsets). The
+worker commits it; replay and benchmarks call the same code.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from streamrec.config import Settings
+from streamrec.encoder import Encoder
+from streamrec.errors import BadEvent
+from streamrec.events import Event, Recommendation, decode_event, encode_recommendation, rec_id_for
+from streamrec.history import EMPTY, UserState, apply_event
+from streamrec.index import ItemIndex
+from streamrec.kafka_io import dead_letter_headers
+from streamrec.recommender import exclusions, rank
+from streamrec.state import BatchWrite, OutboxMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A consumed record, independent of the Kafka client."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+class StateReader(Protocol):
+    """The reads a batch needs from the store."""
+
+    def applied(self, event_ids: Sequence[str]) -> set[str]: ...
+
+    def load_users(self, user_ids: Sequence[str]) -> dict[str, UserState]: ...
+
+
+@dataclass
+class BatchStats:
+    """What happened to a batch, for metrics."""
+
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+class Pipeline:
+    """Decode, fold, encode, search and rank one batch.
+
+    Args:
+        settings: limits, k, topics, history length.
+        encoder: turns histories into user vectors.
+        index: item vectors and the ANN graph.
+        model_version: written into every recommendation.
+        clock: seconds since the epoch (a fake in tests).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        encoder: Encoder,
+        index: ItemIndex,
+        model_version: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.encoder = encoder
+        self.index = index
+        self.model_version = model_version
+        self.clock = clock
+        self.max_len = min(settings.history_max_len, max(encoder.max_len, 1))
+
+    def process(
+        self, records: Sequence[Record], store: StateReader, generations: dict[int, int]
+    ) -> tuple[BatchWrite, BatchStats]:
+        """Turn records of the events topic into one batch write."""
+        stats = BatchStats()
+        write = BatchWrite(
+            topic=self.settings.events_topic,
+            generations={p: generations[p] for p in {r.partition for r in records}},
+            next_offsets=_next_offsets(records),
+        )
+        with _timed(stats, "decode"):
+            good = self._decode(records, write, stats)
+        with _timed(stats, "store"):
+            fresh = self._dedupe(good, store, stats)
+            current = store.load_users(sorted({e.user_id for _, e in fresh}))
+            write.existing_users = set(current)
+            snapshots = self._fold(fresh, current, write)
+        if not snapshots:
+            return write, stats
+        with _timed(stats, "encode"):
+            vectors = self.encoder.encode([self._history_vectors(s) for _, _, s in snapshots])
+        with _timed(stats, "search"):
+            excl = [exclusions(s, self.settings.exclude_history) for _, _, s in snapshots]
+            found = self.index.search(vectors, self.settings.top_k, excl)
+        now_ms = int(self.clock() * 1000)
+        for (rec, event, _state), cands, skip in zip(snapshots, found, excl, strict=True):
+            items = rank(cands, self.settings.top_k, skip, self.index.is_live)
+            write.messages.append(self._rec_message(rec, event, items, now_ms))
+            stats.outcomes[(event.type, "recommended")] += 1
+        return write, stats
+
+    def _decode(
+        self, records: Sequence[Record], write: BatchWrite, stats: BatchStats
+    ) -> list[tuple[Record, Event]]:
+        good = []
+        for rec in records:
+            try:
+                event = decode_event(
+                    rec.value, rec.key, self.settings.max_event_bytes, self.settings.max_id_len
+                )
+                if self.settings.unknown_item_policy == "dlq" and event.item_id not in self.index:
+                    raise BadEvent("unknown_item", "item_id is in neither model nor catalog")
+                good.append((rec, event))
+            except BadEvent as bad:
+                write.messages.append(self._dead_letter(rec, bad))
+                stats.dead_letters[bad.reason] += 1
+                stats.outcomes[("unknown", "dead_letter")] += 1
+        return good
+
+    def _dedupe(
+        self, good: list[tuple[Record, Event]], store: StateReader, stats: BatchStats
+    ) -> list[tuple[Record, Event]]:
+        done = store.applied([e.event_id for _, e in good])
+        fresh = []
+        for rec, event in good:
+            if event.event_id in done:
+                stats.outcomes[(event.type, "duplicate")] += 1
+                continue
+            done.add(event.event_id)
+            fresh.append((rec, event))
+        return fresh
+
+    def _fold(
+        self,
+        fresh: list[tuple[Record, Event]],
+        current: dict[str, UserState],
+        write: BatchWrite,
+    ) -> list[tuple[Record, Event, UserState]]:
+        snapshots = []
+        for rec, event in fresh:
+            state = apply_event(
+                write.users.get(event.user_id, current.get(event.user_id, EMPTY)),
+                event,
+                self.settings.history_max_len,
+            )
+            write.users[event.user_id] = state
+            write.applied.append((event.event_id, event.user_id, rec.partition, rec.offset))
+            snapshots.append((rec, event, state))
+        return snapshots
+
+    def _history_vectors(self, state: UserState) -> np.ndarray:
+        vecs = self.index.vectors_of(state.history[-self.max_len :])
+        if len(vecs) == 0:
+            # No known item yet: start from the catalog's centroid, a neutral taste.
+            return self.index.centroid[None, :].astype(np.float32)
+        return vecs
+
+    def _rec_message(self, rec: Record, event: Event, items: tuple, now_ms: int) -> OutboxMessage:
+        recommendation = Recommendation(
+            rec_id=rec_id_for(event.event_id),
+            user_id=event.user_id,
+            event_id=event.event_id,
+            items=items,
+            model_version=self.model_version,
+            generated_at=now_ms,
+        )
+        return OutboxMessage(
+            topic=self.settings.recs_topic,
+            partition=rec.partition,
+            key=event.user_id.encode("utf-8"),
+            value=encode_recommendation(recommendation),
+            headers=(("x-streamrec-event-type", event.type.encode()),),
+            event_ts_ms=rec.timestamp_ms,
+        )
+
+    def _dead_letter(self, rec: Record, bad: BadEvent) -> OutboxMessage:
+        return OutboxMessage(
+            topic=self.settings.dlq_topic,
+            partition=rec.partition,
+            key=rec.key,
+            value=rec.value,
+            headers=dead_letter_headers(
+                bad.reason, bad.detail, rec.topic, rec.partition, rec.offset
+            ),
+            event_ts_ms=rec.timestamp_ms,
+        )
+
+
+def _next_offsets(records: Sequence[Record]) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for rec in records:
+        out[rec.partition] = max(out.get(rec.partition, 0), rec.offset + 1)
+    return out
+
+
+@contextmanager
+def _timed(stats: BatchStats, stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        stats.stage_seconds[stage] = (
+            stats.stage_seconds.get(stage, 0.0) + time.perf_counter() - start
+        )

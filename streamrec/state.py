@@ -1,0 +1,412 @@
+"""State in a SQL database (SQLite by default, PostgreSQL in production).
+
+Exactly-once state comes from here, not from Kafka: one transaction per batch writes the users'
+new states, the ids of the applied events (dedupe), the output messages (outbox) and the next
+offsets of the batch's partitions. The offset write is guarded by the partition's generation,
+which every new owner bumps when it is assigned the partition: a worker that lost the partition
+fails its transaction with ``FencedError`` and writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from streamrec.errors import FencedError, StoreError
+from streamrec.history import UserState
+
+ID = String(256)
+metadata = MetaData()
+
+users = Table(
+    "users",
+    metadata,
+    Column("user_id", ID, primary_key=True),
+    Column("history", Text, nullable=False),
+    Column("purchased", Text, nullable=False),
+    Column("n_events", Integer, nullable=False),
+    Column("last_ts", BigInteger, nullable=False),
+)
+applied_events = Table(
+    "applied_events",
+    metadata,
+    Column("event_id", ID, primary_key=True),
+    Column("user_id", ID, nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+)
+partition_offsets = Table(
+    "partition_offsets",
+    metadata,
+    Column("group_id", ID, primary_key=True),
+    Column("topic", ID, primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("next_offset", BigInteger, nullable=True),
+    Column("generation", Integer, nullable=False),
+)
+outbox = Table(
+    "outbox",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("topic", ID, nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("key", LargeBinary, nullable=True),
+    Column("value", LargeBinary, nullable=True),
+    Column("headers", Text, nullable=False),
+    Column("event_ts_ms", BigInteger, nullable=False),
+    sqlite_autoincrement=True,  # ids never reused: relays delete by id
+)
+
+_UPDATE_USER = (
+    update(users)
+    .where(users.c.user_id == bindparam("uid"))
+    .values(
+        history=bindparam("history"),
+        purchased=bindparam("purchased"),
+        n_events=bindparam("n_events"),
+        last_ts=bindparam("last_ts"),
+    )
+)
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """A message to publish after its batch commits.
+
+    Attributes:
+        topic: destination topic.
+        partition: source partition of the input record (relay ownership).
+        key: record key.
+        value: record value.
+        headers: record headers.
+        event_ts_ms: Kafka timestamp of the input record (for end-to-end latency).
+        id: database id, set once stored.
+    """
+
+    topic: str
+    partition: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    event_ts_ms: int = 0
+    id: int | None = None
+
+
+@dataclass
+class BatchWrite:
+    """Everything one batch writes, in one transaction."""
+
+    topic: str
+    generations: dict[int, int]
+    next_offsets: dict[int, int]
+    users: dict[str, UserState] = field(default_factory=dict)
+    existing_users: set[str] = field(default_factory=set)
+    applied: list[tuple[str, str, int, int]] = field(default_factory=list)
+    messages: list[OutboxMessage] = field(default_factory=list)
+
+
+def _encode_headers(headers: Sequence[tuple[str, bytes]]) -> str:
+    return json.dumps([[k, v.decode("latin-1")] for k, v in headers])
+
+
+def _decode_headers(text: str) -> tuple[tuple[str, bytes], ...]:
+    return tuple((k, v.encode("latin-1")) for k, v in json.loads(text))
+
+
+def _user_row(user_id: str, st: UserState) -> dict[str, Any]:
+    return {
+        "user_id": user_id,
+        "history": json.dumps(list(st.history)),
+        "purchased": json.dumps(list(st.purchased)),
+        "n_events": st.n_events,
+        "last_ts": st.last_ts,
+    }
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine; SQLite gets WAL mode and a busy timeout."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Store:
+    """The worker's database: users, applied event ids, offsets with generations, outbox."""
+
+    def __init__(self, url: str, group_id: str = "streamrec") -> None:
+        self.url = url
+        self.group_id = group_id
+        try:
+            self.engine = make_engine(url)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise StoreError(f"cannot open database: {type(exc).__name__}") from exc
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release connections."""
+        self.engine.dispose()
+
+    def migrate(self) -> None:
+        """Bring the schema to the latest Alembic revision (idempotent)."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        try:
+            with self.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except SQLAlchemyError as exc:
+            raise StoreError(f"migration failed: {type(exc).__name__}") from exc
+
+    def ping(self) -> bool:
+        """True when the database answers."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(select(1))
+            return True
+        except SQLAlchemyError:
+            return False
+
+    def claim_partitions(
+        self, topic: str, partitions: Iterable[int]
+    ) -> dict[int, tuple[int, int | None]]:
+        """Take ownership of partitions: bump their generations.
+
+        Returns:
+            partition -> (our generation, stored next offset or None when never written).
+        """
+        out: dict[int, tuple[int, int | None]] = {}
+        key = partition_offsets.c
+        try:
+            with self.engine.begin() as conn:
+                for p in sorted(partitions):
+                    where = (
+                        (key.group_id == self.group_id)
+                        & (key.topic == topic)
+                        & (key.partition == p)
+                    )
+                    row = conn.execute(
+                        select(key.generation, key.next_offset).where(where).with_for_update()
+                    ).first()
+                    if row is None:
+                        conn.execute(
+                            insert(partition_offsets).values(
+                                group_id=self.group_id,
+                                topic=topic,
+                                partition=p,
+                                next_offset=None,
+                                generation=1,
+                            )
+                        )
+                        out[p] = (1, None)
+                    else:
+                        conn.execute(
+                            update(partition_offsets).where(where).values(generation=row[0] + 1)
+                        )
+                        out[p] = (row[0] + 1, row[1])
+        except SQLAlchemyError as exc:
+            raise StoreError(f"claiming partitions failed: {type(exc).__name__}") from exc
+        return out
+
+    def load_users(self, user_ids: Iterable[str]) -> dict[str, UserState]:
+        """Current states of the given users (absent users are left out)."""
+        ids = sorted(set(user_ids))
+        out: dict[str, UserState] = {}
+        try:
+            with self.engine.connect() as conn:
+                for chunk in _chunks(ids, 500):
+                    for row in conn.execute(select(users).where(users.c.user_id.in_(chunk))):
+                        out[row.user_id] = _user_state(row)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"loading users failed: {type(exc).__name__}") from exc
+        return out
+
+    def applied(self, event_ids: Iterable[str]) -> set[str]:
+        """Which of these event ids were already applied."""
+        ids = sorted(set(event_ids))
+        found: set[str] = set()
+        try:
+            with self.engine.connect() as conn:
+                for chunk in _chunks(ids, 500):
+                    q = select(applied_events.c.event_id).where(
+                        applied_events.c.event_id.in_(chunk)
+                    )
+                    found.update(conn.execute(q).scalars())
+        except SQLAlchemyError as exc:
+            raise StoreError(f"dedupe lookup failed: {type(exc).__name__}") from exc
+        return found
+
+    def commit_batch(self, batch: BatchWrite) -> list[OutboxMessage]:
+        """Write a batch in one transaction; return its outbox messages with their ids.
+
+        Raises:
+            FencedError: a partition of the batch has a newer owner; nothing was written.
+            StoreError: the database failed; nothing was written.
+        """
+        key = partition_offsets.c
+        stored: list[OutboxMessage] = []
+        try:
+            with self.engine.begin() as conn:
+                for p, nxt in sorted(batch.next_offsets.items()):
+                    res = conn.execute(
+                        update(partition_offsets)
+                        .where(
+                            (key.group_id == self.group_id)
+                            & (key.topic == batch.topic)
+                            & (key.partition == p)
+                            & (key.generation == batch.generations[p])
+                        )
+                        .values(next_offset=nxt)
+                    )
+                    if res.rowcount != 1:
+                        raise FencedError(f"partition {batch.topic}[{p}] has a newer owner")
+                if batch.applied:
+                    conn.execute(
+                        insert(applied_events),
+                        [
+                            {"event_id": e, "user_id": u, "partition": p, "offset": o}
+                            for e, u, p, o in batch.applied
+                        ],
+                    )
+                new = [
+                    _user_row(u, s) for u, s in batch.users.items() if u not in batch.existing_users
+                ]
+                old = [_user_row(u, s) for u, s in batch.users.items() if u in batch.existing_users]
+                if new:
+                    conn.execute(insert(users), new)
+                if old:
+                    conn.execute(_UPDATE_USER, [{"uid": r.pop("user_id"), **r} for r in old])
+                if batch.messages:
+                    ids = conn.execute(
+                        insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True),
+                        [_outbox_row(m) for m in batch.messages],
+                    ).scalars()
+                    stored = [_with_id(m, int(i)) for m, i in zip(batch.messages, ids, strict=True)]
+        except FencedError:
+            raise
+        except IntegrityError as exc:
+            raise FencedError(f"concurrent write detected: {type(exc.orig).__name__}") from exc
+        except (SQLAlchemyError, OverflowError) as exc:
+            raise StoreError(f"batch commit failed: {type(exc).__name__}") from exc
+        return stored
+
+    def pending_outbox(
+        self, partitions: Iterable[int] | None = None, limit: int = 1000
+    ) -> list[OutboxMessage]:
+        """Outbox messages not yet acknowledged, oldest first."""
+        q = select(outbox).order_by(outbox.c.id).limit(limit)
+        if partitions is not None:
+            q = q.where(outbox.c.partition.in_(sorted(set(partitions))))
+        try:
+            with self.engine.connect() as conn:
+                return [
+                    OutboxMessage(
+                        topic=r.topic,
+                        partition=r.partition,
+                        key=r.key,
+                        value=r.value,
+                        headers=_decode_headers(r.headers),
+                        event_ts_ms=r.event_ts_ms,
+                        id=r.id,
+                    )
+                    for r in conn.execute(q)
+                ]
+        except SQLAlchemyError as exc:
+            raise StoreError(f"reading the outbox failed: {type(exc).__name__}") from exc
+
+    def delete_outbox(self, ids: Iterable[int]) -> None:
+        """Forget messages the broker acknowledged."""
+        id_list = sorted(set(ids))
+        try:
+            with self.engine.begin() as conn:
+                for chunk in _chunks(id_list, 500):
+                    conn.execute(delete(outbox).where(outbox.c.id.in_(chunk)))
+        except SQLAlchemyError as exc:
+            raise StoreError(f"clearing the outbox failed: {type(exc).__name__}") from exc
+
+    def all_users(self) -> dict[str, UserState]:
+        """Every user's state (for tests, replay checks and small deployments)."""
+        try:
+            with self.engine.connect() as conn:
+                return {r.user_id: _user_state(r) for r in conn.execute(select(users))}
+        except SQLAlchemyError as exc:
+            raise StoreError(f"reading users failed: {type(exc).__name__}") from exc
+
+
+def _user_state(row: Any) -> UserState:
+    return UserState(
+        history=tuple(json.loads(row.history)),
+        purchased=tuple(json.loads(row.purchased)),
+        n_events=row.n_events,
+        last_ts=row.last_ts,
+    )
+
+
+def _outbox_row(msg: OutboxMessage) -> dict[str, Any]:
+    return {
+        "topic": msg.topic,
+        "partition": msg.partition,
+        "key": msg.key,
+        "value": msg.value,
+        "headers": _encode_headers(msg.headers),
+        "event_ts_ms": msg.event_ts_ms,
+    }
+
+
+def _with_id(msg: OutboxMessage, id_: int) -> OutboxMessage:
+    return OutboxMessage(
+        topic=msg.topic,
+        partition=msg.partition,
+        key=msg.key,
+        value=msg.value,
+        headers=msg.headers,
+        event_ts_ms=msg.event_ts_ms,
+        id=id_,
+    )
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

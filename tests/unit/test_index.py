@@ -1,0 +1,193 @@
+"""The item index: exact top-k on small data, catalog changes, exclusions, growth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamrec.errors import ItemIndexError
+from streamrec.index import ItemIndex
+from streamrec.testing import random_index
+
+DIM = 8
+
+
+def _brute(
+    index: ItemIndex, query: np.ndarray, k: int, skip: set[str], ids: list[str] | None = None
+) -> list[str]:
+    ids = ids or [f"i{n}" for n in range(200) if f"i{n}" in index]
+    live = [i for i in ids if index.is_live(i) and i not in skip]
+    scores = index.vectors_of(live) @ query
+    order = np.argsort(-scores, kind="stable")[:k]
+    return [live[j] for j in order]
+
+
+def _queries(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, DIM)).astype(np.float32)
+
+
+@pytest.mark.parametrize("k", [1, 5, 20])
+def test_search_matches_brute_force(k: int) -> None:
+    index = random_index(100, DIM, seed=3)
+    queries = _queries(10, seed=4)
+    for query, hits in zip(queries, index.search(queries, k), strict=True):
+        assert [i for i, _ in hits] == _brute(index, query, k, set())
+        want = index.vectors_of([i for i, _ in hits]) @ query
+        np.testing.assert_allclose([s for _, s in hits], want, rtol=1e-4, atol=1e-5)
+
+
+def test_search_accepts_a_single_1d_query() -> None:
+    index = random_index(30, DIM)
+    (hits,) = index.search(_queries(1, 0)[0], 3)
+    assert len(hits) == 3
+
+
+@given(st.integers(0, 10_000), st.integers(1, 10), st.sets(st.integers(0, 39), max_size=30))
+@settings(max_examples=40, deadline=None)
+def test_exclusion_is_honoured_and_still_k_results(seed: int, k: int, skip_n: set[int]) -> None:
+    index = random_index(40, DIM, seed=seed % 7)
+    skip = {f"i{n}" for n in skip_n}
+    query = _queries(1, seed)[0]
+    (hits,) = index.search(query[None, :], k, [skip])
+    ids = [i for i, _ in hits]
+    assert not set(ids) & skip
+    assert len(ids) == min(k, 40 - len(skip))
+    assert ids == _brute(index, query, k, skip)
+
+
+def test_exclude_needs_one_set_per_query() -> None:
+    index = random_index(10, DIM)
+    with pytest.raises(ItemIndexError):
+        index.search(_queries(2, 0), 3, [set()])
+
+
+def test_upsert_new_item_with_vector_is_found_at_once() -> None:
+    index = random_index(50, DIM, seed=1)
+    vec = 3.0 * _queries(1, 9)[0]  # large norm: certainly the best match for itself
+    index.upsert("new", vec.tolist(), available=True)
+    assert "new" in index and index.is_live("new")
+    assert index.size == 51
+    (hits,) = index.search(vec, 1)
+    assert hits[0][0] == "new"
+    assert hits[0][1] == pytest.approx(float(vec @ vec), rel=1e-4)
+
+
+def test_upsert_without_vector_uses_the_centroid() -> None:
+    index = random_index(20, DIM, seed=2)
+    all_vecs = index.vectors_of([f"i{n}" for n in range(20)])
+    index.upsert("cold", None, available=True)
+    np.testing.assert_allclose(index.vectors_of(["cold"])[0], all_vecs.mean(axis=0), rtol=1e-5)
+    centroid = all_vecs.mean(axis=0)
+    (hits,) = index.search(centroid, 21)
+    assert "cold" in [i for i, _ in hits]
+
+
+def test_upsert_unavailable_is_known_but_not_searchable() -> None:
+    index = random_index(20, DIM)
+    vec = 5.0 * _queries(1, 1)[0]
+    index.upsert("hidden", vec.tolist(), available=False)
+    assert "hidden" in index and not index.is_live("hidden")
+    (hits,) = index.search(vec, 20)
+    assert "hidden" not in [i for i, _ in hits]
+
+
+def test_remove_hides_an_item_and_reupsert_shows_it_again() -> None:
+    index = random_index(30, DIM, seed=5)
+    vec = index.vectors_of(["i7"])[0]
+    assert index.search(vec, 1)[0][0][0] == "i7"
+    index.remove("i7")
+    assert not index.is_live("i7")
+    assert index.size == 29
+    (hits,) = index.search(vec, 29)
+    assert "i7" not in [i for i, _ in hits]
+    assert len(hits) == 29
+    index.upsert("i7", None, available=True)
+    assert index.is_live("i7")
+    assert index.search(vec, 1)[0][0][0] == "i7"
+
+
+def test_remove_unknown_item_is_a_no_op() -> None:
+    index = random_index(10, DIM)
+    index.remove("nope")
+    assert index.size == 10
+
+
+def test_update_vector_of_a_live_item_moves_it() -> None:
+    index = random_index(30, DIM, seed=6)
+    target = 4.0 * _queries(1, 11)[0]
+    index.upsert("i0", target.tolist(), available=True)
+    (hits,) = index.search(target, 1)
+    assert hits[0][0] == "i0"
+    assert hits[0][1] == pytest.approx(float(target @ target), rel=1e-4)
+
+
+def test_reupsert_after_remove_with_new_vector_uses_the_new_vector() -> None:
+    index = random_index(50, DIM, seed=1)
+    index.remove("i3")
+    vec = -4.0 * index.vectors_of(["i3"])[0]
+    index.upsert("i3", vec.tolist(), available=True)
+    (hits,) = index.search(vec, 1)
+    assert hits[0][0] == "i3"
+
+
+def test_wrong_vector_dim_raises() -> None:
+    index = random_index(10, DIM)
+    with pytest.raises(ItemIndexError):
+        index.upsert("bad", [1.0] * (DIM - 1), available=True)
+    with pytest.raises(ItemIndexError):
+        index.upsert("i1", [1.0] * (DIM + 1), available=True)
+    assert "bad" not in index
+
+
+def test_constructor_rejects_mismatched_vectors() -> None:
+    with pytest.raises(ItemIndexError):
+        ItemIndex(["a", "b"], np.zeros((3, DIM), np.float32))
+    with pytest.raises(ItemIndexError):
+        ItemIndex(["a"], np.zeros(DIM, np.float32))
+
+
+def test_search_with_wrong_query_dim_raises() -> None:
+    index = random_index(10, DIM)
+    # A view into a larger buffer: hnswlib's over-read stays inside memory we own.
+    buffer = np.ones((1, 2 * DIM), np.float32)
+    with pytest.raises(ItemIndexError):
+        index.search(buffer[:, : DIM - 1], 2)
+
+
+def test_many_deletions_still_return_exact_results() -> None:
+    index = random_index(120, DIM, seed=8)
+    for n in range(110):
+        index.remove(f"i{n}")
+    assert index.size == 10
+    query = _queries(1, 3)[0]
+    (hits,) = index.search(query, 5)
+    assert [i for i, _ in hits] == _brute(index, query, 5, set())
+    (hits,) = index.search(query, 50)
+    assert sorted(i for i, _ in hits) == sorted(f"i{n}" for n in range(110, 120))
+    (hits,) = index.search(query, 5, [{"i110", "i111", "i112", "i113", "i114", "i115", "i116"}])
+    assert sorted(i for i, _ in hits) == ["i117", "i118", "i119"]
+
+
+def test_all_removed_returns_empty() -> None:
+    index = random_index(5, DIM)
+    for n in range(5):
+        index.remove(f"i{n}")
+    assert index.search(_queries(1, 0), 3) == [[]]
+
+
+def test_growth_beyond_initial_capacity() -> None:
+    index = random_index(10, DIM, seed=9)
+    rng = np.random.default_rng(10)
+    new = rng.normal(size=(100, DIM)).astype(np.float32)
+    for n, vec in enumerate(new):
+        index.upsert(f"n{n}", vec.tolist(), available=True)
+    assert index.size == 110
+    every = [f"i{n}" for n in range(10)] + [f"n{n}" for n in range(100)]
+    for query in _queries(5, 12):
+        (hits,) = index.search(query, 10)
+        assert [i for i, _ in hits] == _brute(index, query, 10, set(), every)
+    np.testing.assert_allclose(index.vectors_of(["n99"])[0], new[99])
+    (hits,) = index.search(_queries(1, 1), 110)
+    assert len({i for i, _ in hits}) == 110
