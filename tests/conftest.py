@@ -7,9 +7,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from streamrec.broker import EmbeddedBroker
 from streamrec.config import Settings, load_settings
+
+# CI machines are small and shared: no timing-based health checks or deadlines, and a fixed
+# seed so a failure is reproducible rather than flaky.
+hypothesis_settings.register_profile(
+    "streamrec",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    derandomize=True,
+)
+hypothesis_settings.load_profile("streamrec")
 
 
 @pytest.fixture(scope="session")
