@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch is pinned to the CPU build (==2.13.0) in pyproject.toml; never let a range pull CUDA.
 EXTRAS := train,dev,bench
 
-.PHONY: install demo test lint typecheck unit integration bench quality clean
+.PHONY: faults install demo test lint typecheck unit integration bench quality replay clean prometheus
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,17 @@ lint: install
 typecheck: install
 	$(BIN)/mypy streamrec
 
-test: lint typecheck
-	$(BIN)/pytest -q
+# promtool and prometheus for tests/deploy (their tests skip without them); never fails the build
+prometheus:
+	@command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq prometheus) \
+		|| echo "prometheus not installable: its tests will skip"
+
+test: lint typecheck prometheus
+	$(BIN)/pytest -q -m "not faults_long"
+
+# the long fault variants (20,000 events, 5 x kill -9, ...); results go to RELIABILITY.md
+faults: install
+	STREAMREC_FAULTS_LONG=1 STREAMREC_FAULT_REPORT=.pytest_cache/faults.jsonl $(BIN)/pytest -q tests/faults
 
 unit: install
 	$(BIN)/pytest -q tests/unit tests/contract
@@ -39,6 +48,9 @@ bench: install
 
 quality: install
 	$(BIN)/python benchmarks/quality.py
+
+replay: install
+	$(BIN)/python benchmarks/replay.py
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -6,7 +6,7 @@ catalogue. Writes ``benchmarks/QUALITY.md`` and ``benchmarks/quality_valid_ndcg.
 
 Usage::
 
-    python benchmarks/quality.py [DATA] [--seeds 0,1,2] [--threads 2]
+    python benchmarks/quality.py [DATA] [--seeds 0,1,2] [--threads 1] [--rows ROWS.json]
 
 Equivalent CLI commands are listed in the report. Hyper-parameters are the library defaults,
 chosen on the validation split; the test split is only read here.
@@ -28,6 +28,18 @@ import click
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "datasets" / "ml-100k" / "u.data"
 SCORERS = ("model", "popular", "cooc")
+# Hand-run tuning on the validation split (seed 0, 1 thread, ``train(..., holdout=2)``); the
+# test split was not looked at. Kept here so the report says how the defaults were chosen.
+TUNING = [
+    "lr 1e-3, batch 128, dropout 0.3, wd 0.1: slow (valid NDCG@10 0.37 after 8 epochs; "
+    "stopped by hand)",
+    "lr 3e-3, batch 64, dropout 0.3, wd 0.1: best valid NDCG@10 0.493 at epoch 47 "
+    "(stopped by hand at 55)",
+    "same, dropout 0.5: best 0.475 at epoch 34",
+    "same, dropout 0.2: best 0.485 at epoch 25",
+    "same, dropout 0.3, wd 0.5: best 0.493 at epoch 34 (HR@10 0.782) -> **defaults** (as good "
+    "as wd 0.1 and stops earlier)",
+]
 
 
 def _cpu_model() -> str:
@@ -113,7 +125,9 @@ def _report(rows: list[dict[str, Any]], data: Path, threads: int) -> str:
         "second-last (validation NDCG@10, 100 negatives), report the last (test). "
         "Ranking: 100 negatives sampled uniformly from items the user never interacted with "
         "(same draw for every scorer, seeded by the seed), or the full catalogue minus the "
-        "user's other history items. Ties: expected rank under a random tie-break.",
+        "user's other history items. Ties: expected rank under a random tie-break. (The data "
+        "set's README breaks timestamp ties by item id; the issue asks for file order, which "
+        "is what the reader does.)",
         "",
         f"**Bar** (mean over seeds, test, 100 negatives): NDCG@10 >= 0.44 and HR@10 >= 0.72, "
         f"each training <= 15 min on 2 cores. **Result: {'met' if passed else 'NOT met'}** "
@@ -161,6 +175,13 @@ def _report(rows: list[dict[str, Any]], data: Path, threads: int) -> str:
         "",
         "![validation NDCG@10 per epoch](quality_valid_ndcg.png)",
         "",
+        "### Tuning (validation split only, seed 0)",
+        "",
+        *[f"- {line}" for line in TUNING],
+        "",
+        "Differences between these runs are about the size of the seed-to-seed spread, so the "
+        "defaults are a reasonable choice rather than a sharp optimum.",
+        "",
         "### How it was run",
         "",
         f"`python benchmarks/quality.py {data} --seeds {seeds} --threads {threads}`, which for "
@@ -191,19 +212,35 @@ def _report(rows: list[dict[str, Any]], data: Path, threads: int) -> str:
 @click.command()
 @click.argument("data", default=str(DEFAULT_DATA), type=click.Path(exists=True, dir_okay=False))
 @click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds.")
-@click.option("--threads", default=2, show_default=True, type=int)
+@click.option("--threads", default=1, show_default=True, type=int)
 @click.option("--out", default=str(HERE / "QUALITY.md"), show_default=True)
-def main(data: str, seeds: str, threads: int, out: str) -> None:
-    """Train and evaluate on ML-100k for each seed; write the Markdown report and plot."""
+@click.option(
+    "--rows",
+    "rows_file",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Re-render the report and plot from the JSON a previous run printed (no training).",
+)
+def main(data: str, seeds: str, threads: int, out: str, rows_file: str | None) -> None:
+    """Train and evaluate on ML-100k for each seed; print the raw rows as JSON on stdout.
+
+    Writes the Markdown report and the validation plot.
+    """
     path = Path(data)
-    rows = []
-    with tempfile.TemporaryDirectory() as work:
-        for seed in (int(s) for s in seeds.split(",")):
-            rows.append(_run_seed(path, seed, threads, Path(work)))
-    click.echo(json.dumps(rows))
+    if rows_file is not None:
+        rows = json.loads(Path(rows_file).read_text())
+    else:
+        rows = []
+        with tempfile.TemporaryDirectory() as work:
+            for seed in (int(s) for s in seeds.split(",")):
+                rows.append(_run_seed(path, seed, threads, Path(work)))
+        click.echo(json.dumps(rows))
     _plot(rows, HERE / "quality_valid_ndcg.png")
     Path(out).write_text(_report(rows, path, threads))
-    click.echo(f"wrote {out}")
+    from assemble import assemble
+
+    assemble()
+    click.echo(f"wrote {out}", err=True)
 
 
 if __name__ == "__main__":

@@ -753,6 +753,9 @@ def write_report(
     text = "\n".join(lines) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+    from assemble import assemble
+
+    assemble()
     return text
 
 

@@ -19,6 +19,7 @@ import click
 
 from streamrec.errors import StreamrecError
 from streamrec.logs import setup_logging
+from streamrec.replay_cli import ope, replay
 from streamrec.training.cli import evaluate, train
 
 log = logging.getLogger("streamrec")
@@ -47,6 +48,8 @@ def cli() -> None:
 
 cli.add_command(train)
 cli.add_command(evaluate)
+cli.add_command(replay)
+cli.add_command(ope)
 
 
 @cli.command()
@@ -121,7 +124,7 @@ def run(create_topics: bool, partitions: int, **overrides: Any) -> None:
 
     try:
         settings = load_settings(**overrides)
-        setup_logging(settings.log_level, settings.log_json)
+        setup_logging(settings.log_level, settings.log_json, secrets=settings.secret_values())
         if create_topics:
             ensure_topics(settings, partitions)
         stop = threading.Event()

@@ -57,6 +57,19 @@ class Settings(BaseSettings):
     hnsw_ef_search: int = Field(128, ge=10, description="hnswlib ef at query time")
     exclude_history: bool = Field(True, description="never recommend items already in history")
     history_max_len: int = Field(200, ge=1, description="events of history kept per user")
+    ranking: Literal["fused", "encoder"] = Field(
+        "fused", description="fused sources (encoder, trending, co-visitation) or encoder only"
+    )
+    explore_rate: float = Field(
+        0.05, ge=0.0, le=1.0, description="probability that a slot shows an exploration item"
+    )
+    explore_seed: int = Field(0, description="seed of the exploration policy (per event id)")
+    trending_half_life_s: float = Field(
+        7 * 86400.0, gt=0, description="half-life of the trending list, in event-time seconds"
+    )
+    purchase_weight: float = Field(
+        3.0, ge=0, description="weight of a purchase relative to a click (trending, co-visitation)"
+    )
     unknown_item_policy: Literal["accept", "dlq"] = Field(
         "accept", description="events for items in neither model nor catalog: keep or dead-letter"
     )
@@ -64,6 +77,12 @@ class Settings(BaseSettings):
     # Input validation
     max_event_bytes: int = Field(65536, ge=128, description="larger records are dead-lettered")
     max_id_len: int = Field(256, ge=1, description="longest accepted id, in characters")
+    max_event_future_ms: int = Field(
+        3_600_000, ge=0, description="events stamped further ahead of now are dead-lettered"
+    )
+    max_event_age_ms: int = Field(
+        0, ge=0, description="events older than this are dead-lettered (0: no limit)"
+    )
 
     # State
     db_url: str = Field("sqlite:///streamrec.db", description="SQLAlchemy database URL")
@@ -73,6 +92,15 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9108, ge=0, le=65535, description="0 disables the HTTP server")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = Field(False, description="structured JSON log lines")
+    broker_unready_after_ms: int = Field(
+        2000, ge=0, description="no broker connection for this long: not ready, error counted"
+    )
+    publish_timeout_ms: int = Field(
+        10000, ge=100, description="wait this long for a batch's acks; the rest stay in the outbox"
+    )
+    drain_timeout_ms: int = Field(
+        3000, ge=0, description="the same at shutdown (keep SIGTERM exits under 10 s)"
+    )
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -98,6 +126,20 @@ class Settings(BaseSettings):
             if value is not None:
                 opts[key] = str(value)
         return opts
+
+    def secret_values(self) -> list[str]:
+        """Secrets that must never reach a log line (the log filter masks them)."""
+        from sqlalchemy.engine import make_url
+
+        out = [make_url(self.db_url).password or ""]
+        if self.sasl_password is not None:
+            out.append(self.sasl_password.get_secret_value())
+        return [str(s) for s in out if s]
+
+    def __repr_args__(self) -> Any:
+        # never show the database password when settings are printed or logged
+        for key, value in super().__repr_args__():
+            yield key, (self.safe_db_url() if key == "db_url" else value)
 
     def safe_db_url(self) -> str:
         """The database URL with any password masked, for logs."""

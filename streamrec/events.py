@@ -11,7 +11,8 @@ Catalog ``streamrec.items`` (key = item_id; extra fields allowed, ``vector`` is 
 Output ``streamrec.recommendations`` (key = user_id)::
 
     {"rec_id": str, "user_id": str, "event_id": str,
-     "items": [{"item_id": str, "score": float}], "model_version": str, "generated_at": int}
+     "items": [{"item_id": str, "score": float, "propensity": float, "explored": bool}],
+     "model_version": str, "generated_at": int}
 
 Decoding never logs or echoes the payload: a ``BadEvent`` carries a bounded reason code
 (``too_large``, ``not_utf8``, ``not_json``, ``not_object``, ``missing_field``, ``wrong_type``,
@@ -60,10 +61,20 @@ class CatalogOp:
 
 @dataclass(frozen=True, slots=True)
 class RecItem:
-    """One recommended item."""
+    """One recommended item.
+
+    Attributes:
+        item_id: the item.
+        score: the ranking score (higher is better; comparable within one list only).
+        propensity: probability the policy had of showing this item in this slot (1.0 when
+            the slot was not subject to exploration).
+        explored: True when the slot was filled by the exploration policy.
+    """
 
     item_id: str
     score: float
+    propensity: float = 1.0
+    explored: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +270,15 @@ def encode_recommendation(rec: Recommendation) -> bytes:
             "rec_id": rec.rec_id,
             "user_id": rec.user_id,
             "event_id": rec.event_id,
-            "items": [{"item_id": it.item_id, "score": it.score} for it in rec.items],
+            "items": [
+                {
+                    "item_id": it.item_id,
+                    "score": it.score,
+                    "propensity": it.propensity,
+                    "explored": it.explored,
+                }
+                for it in rec.items
+            ],
             "model_version": rec.model_version,
             "generated_at": rec.generated_at,
         },

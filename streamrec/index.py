@@ -9,11 +9,20 @@ never returned.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import hnswlib
 import numpy as np
 
 from streamrec.errors import ItemIndexError
+
+
+@dataclass(frozen=True, slots=True)
+class IndexStats:
+    """Counts for metrics: live items and items marked deleted but still in the graph."""
+
+    live: int
+    deleted: int
 
 
 class ItemIndex:
@@ -57,6 +66,12 @@ class ItemIndex:
     def size(self) -> int:
         """Searchable (live) items."""
         return int(self._live[: len(self._ids)].sum())
+
+    def stats(self) -> IndexStats:
+        """Live and deleted-but-not-compacted item counts."""
+        n = len(self._ids)
+        live = int(self._live[:n].sum())
+        return IndexStats(live=live, deleted=n - live)
 
     def __contains__(self, item_id: object) -> bool:
         return item_id in self._label

@@ -24,6 +24,7 @@ HEADER_DETAIL = "x-streamrec-error-detail"
 HEADER_TOPIC = "x-source-topic"
 HEADER_PARTITION = "x-source-partition"
 HEADER_OFFSET = "x-source-offset"
+PRODUCER_MAX_BLOCK_MS = 5000
 
 
 def consumer_config(settings: Settings, group: bool = True) -> dict[str, Any]:
@@ -66,6 +67,9 @@ def make_producer(settings: Settings) -> KafkaProducer:
             acks="all",
             retries=5,
             linger_ms=5,
+            # send() blocks this long at most when the broker is unreachable (default 60 s):
+            # the loop gives up on the batch, keeps it in the outbox and relays it later
+            max_block_ms=PRODUCER_MAX_BLOCK_MS,
             # dead letters carry the original record, whatever its size; a broker that refuses
             # it gets a truncated copy flagged x-streamrec-truncated (see worker._publish)
             max_request_size=16 * 1024 * 1024,
@@ -73,6 +77,20 @@ def make_producer(settings: Settings) -> KafkaProducer:
         )
     except KafkaError as exc:
         raise BrokerError(f"cannot connect to {settings.bootstrap_servers}: {exc}") from exc
+
+
+def broker_connected(consumer: KafkaConsumer) -> bool:
+    """True while the consumer holds at least one live broker connection.
+
+    kafka-python reconnects by itself and exposes no public "connected" flag, so this peeks at
+    its network client; if that API moves, we answer True and rely on the errors raised by
+    polls, sends and commits instead.
+    """
+    try:
+        client = consumer._client
+        return any(client.connected(b.node_id) for b in client.cluster.brokers())
+    except Exception:  # a kafka-python upgrade changed the internals: do not claim an outage
+        return True
 
 
 def ensure_topics(settings: Settings, partitions: int = 4, replication: int = 1) -> list[str]:

@@ -1,12 +1,28 @@
 """Every Prometheus metric of the worker, defined once, here.
 
 Names follow Prometheus conventions: ``streamrec_`` prefix, base units (seconds, bytes),
-``_total`` for counters. Label values are bounded (event type, outcome, reason code, stage,
-topic partition number); never user or item ids. A ``Metrics`` object owns its registry so that
-several workers (or tests) in one process do not share counters.
+``_total`` for counters, ``_ratio`` for 0..1 shares. Label values are bounded (event type,
+outcome, reason code, stage, topic, partition number); never user or item ids. A ``Metrics``
+object owns its registry so that several workers (or tests) in one process do not share
+counters.
+
+Most metrics are updated by the worker as things happen. The rest are computed when Prometheus
+scrapes, from sources the worker binds once (each a one-liner):
+
+- ``sample_lag(consumer, partitions)``: consumer lag per partition from the end offsets
+  (rate-limited: call it every loop iteration);
+- ``bind_index(lambda: index)``: index size, deleted-but-not-compacted ratio;
+- ``index_refreshed()``: the index caught up with the catalog (or was rebuilt/swapped);
+- ``observe_recommendations(observations)``: quality signals (see ``streamrec.quality``).
 """
 
 from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -16,9 +32,15 @@ from prometheus_client import (
     Info,
     disable_created_metrics,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from streamrec.quality import QualityTracker, RecObservation
 
 # The *_created series double the series count and no dashboard of ours uses them.
 disable_created_metrics()
+
+log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (
     0.001,
@@ -38,14 +60,87 @@ LATENCY_BUCKETS = (
 )
 STAGES = ("decode", "store", "encode", "search", "publish")
 OUTCOMES = ("recommended", "duplicate", "dead_letter", "fenced")
+LAG_INTERVAL_S = 5.0
+# the loop must stay well inside max_poll_interval_ms while it asks for end offsets
+LAG_TIMEOUT_MS = 1000
+
+
+class IndexLike(Protocol):
+    """What the metrics read from the item index (``streamrec.index.ItemIndex``)."""
+
+    @property
+    def size(self) -> int: ...
+
+
+class LagConsumer(Protocol):
+    """The two calls of a Kafka consumer that lag needs (kafka-python's ``KafkaConsumer``)."""
+
+    def end_offsets(
+        self, partitions: list[Any], timeout_ms: int | None = None
+    ) -> Mapping[Any, int]: ...
+
+    def position(self, partition: Any, timeout_ms: int | None = None) -> int: ...
+
+
+def index_counts(index: IndexLike) -> tuple[int, int]:
+    """(live, deleted-but-still-in-the-graph) item counts of an index.
+
+    Uses ``index.stats()`` when the index has it (``.live``, ``.deleted``), else the number of
+    labels in its id map.
+    """
+    stats = getattr(index, "stats", None)
+    if callable(stats):
+        s = stats()
+        return int(s.live), int(s.deleted)
+    live = int(index.size)
+    total = len(getattr(index, "_ids", ()))
+    return live, max(0, total - live)
+
+
+def consumer_lag(
+    consumer: LagConsumer, partitions: Iterable[Any], timeout_ms: int = LAG_TIMEOUT_MS
+) -> dict[int, int]:
+    """Records behind the end of each partition: end offset - position, never negative."""
+    tps = list(partitions)
+    if not tps:
+        return {}
+    ends = consumer.end_offsets(tps, timeout_ms=timeout_ms)
+    return {
+        tp.partition: max(0, int(ends[tp]) - int(consumer.position(tp, timeout_ms=timeout_ms)))
+        for tp in tps
+    }
 
 
 class Metrics:
-    """The worker's metrics on one registry."""
+    """The worker's metrics on one registry.
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    Args:
+        registry: a registry of its own by default.
+        clock: seconds since the epoch (index refresh age, quality windows).
+        quality: the quality tracker (windows of 10,000 recommendations / 15 min by default).
+        lag_interval_s: ``sample_lag`` asks the broker for end offsets at most this often.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+        quality: QualityTracker | None = None,
+        lag_interval_s: float = LAG_INTERVAL_S,
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
+        self.clock = clock
+        self.quality = quality if quality is not None else QualityTracker(clock)
+        self.lag_interval_s = lag_interval_s
+        self._lock = threading.Lock()
+        self._lag: dict[int, int] = {}
+        self._lag_due = 0.0
+        self._index: Callable[[], IndexLike] | None = None
+        self._index_refreshed_at: float | None = None
+        self._define(self.registry)
+        self.registry.register(_ScrapeTimeCollector(self))
+
+    def _define(self, r: CollectorRegistry) -> None:
         self.events_consumed = Counter(
             "streamrec_events_consumed_total",
             "Input events consumed, by event type and outcome.",
@@ -110,7 +205,7 @@ class Metrics:
         )
         self.errors = Counter(
             "streamrec_errors_total",
-            "Errors the worker recovered from, by component (broker, store, fenced).",
+            "Errors the worker recovered from, by component (broker, store, fenced, lag).",
             ["component"],
             registry=r,
         )
@@ -121,3 +216,131 @@ class Metrics:
         )
         for stage in STAGES:
             self.stage_seconds.labels(stage=stage)
+
+    # -- consumer lag ------------------------------------------------------------------------
+    def set_lag(self, lag: Mapping[int, int]) -> None:
+        """Replace the lag of every partition (partitions not given are no longer ours)."""
+        with self._lock:
+            self._lag = {int(p): int(v) for p, v in lag.items()}
+
+    def sample_lag(self, consumer: LagConsumer, partitions: Iterable[Any]) -> bool:
+        """Refresh the lag from the broker's end offsets if ``lag_interval_s`` has passed.
+
+        Partitions we no longer own are dropped at once. Never raises: a failed sample is
+        counted in ``streamrec_errors_total{component="lag"}`` and retried next interval.
+
+        Returns:
+            True when a sample was taken.
+        """
+        tps = list(partitions)
+        owned = {tp.partition for tp in tps}
+        with self._lock:
+            self._lag = {p: v for p, v in self._lag.items() if p in owned}
+        now = time.monotonic()
+        if now < self._lag_due:
+            return False
+        self._lag_due = now + self.lag_interval_s
+        try:
+            lag = consumer_lag(consumer, tps)
+        except Exception as exc:  # monitoring must never stop the worker
+            log.debug("consumer lag not sampled: %s", type(exc).__name__)
+            self.errors.labels(component="lag").inc()
+            return False
+        self.set_lag(lag)
+        return True
+
+    # -- index -------------------------------------------------------------------------------
+    def bind_index(self, source: Callable[[], IndexLike]) -> None:
+        """Read index health at scrape time from ``source()`` (the index being served now)."""
+        with self._lock:
+            self._index = source
+        self.index_items.set_function(lambda: float(index_counts(source())[0]))
+
+    def index_refreshed(self) -> None:
+        """The index now reflects the catalog (caught up, rebuilt or swapped)."""
+        with self._lock:
+            self._index_refreshed_at = self.clock()
+
+    # -- quality -----------------------------------------------------------------------------
+    def observe_recommendations(self, observations: Iterable[RecObservation]) -> None:
+        """Feed published recommendations to the quality windows, in order."""
+        with self._lock:
+            for obs in observations:
+                self.quality.observe(obs)
+
+    def collect_derived(self) -> Iterator[Metric]:
+        """The metrics computed at scrape time (see ``_ScrapeTimeCollector``)."""
+        with self._lock:
+            lag = dict(self._lag)
+            source = self._index
+            refreshed = self._index_refreshed_at
+        live, deleted = index_counts(source()) if source is not None else (0, 0)
+
+        fam = GaugeMetricFamily(
+            "streamrec_consumer_lag_records",
+            "Records between the worker's position and the end of each owned input partition.",
+            labels=["partition"],
+        )
+        for partition in sorted(lag):
+            fam.add_metric([str(partition)], lag[partition])
+        yield fam
+        yield _gauge(
+            "streamrec_index_deleted_ratio",
+            "Share of the index graph's items that are deleted but not yet compacted away.",
+            deleted / (live + deleted) if source is not None and live + deleted else None,
+        )
+        yield _gauge(
+            "streamrec_index_refresh_age_seconds",
+            "Seconds since the index last caught up with the catalog (or was rebuilt).",
+            max(0.0, self.clock() - refreshed) if refreshed is not None else None,
+        )
+        with self._lock:
+            snap = self.quality.snapshot(live if source is not None else 0)
+        yield _gauge(
+            "streamrec_recommended_items",
+            "Distinct items recommended within the quality window.",
+            snap.recommended_items,
+        )
+        yield _gauge(
+            "streamrec_catalog_coverage_ratio",
+            "Distinct items recommended within the quality window / searchable items.",
+            snap.coverage if source is not None else None,
+        )
+        yield _gauge(
+            "streamrec_cold_start_ratio",
+            "Share of the window's recommendations made for users with a short history.",
+            snap.cold_start_share,
+        )
+        yield _gauge(
+            "streamrec_exploration_ratio",
+            "Share of the window's recommended slots filled by exploration.",
+            snap.exploration_rate,
+        )
+        yield _gauge(
+            "streamrec_clicked_item_mean_rank",
+            "Mean 1-based rank of clicked items that were in the user's previous recommendation.",
+            snap.clicked_rank_mean,
+        )
+        yield _gauge(
+            "streamrec_click_hit_ratio",
+            "Share of clicks (by users shown a recommendation) on a recommended item.",
+            snap.click_hit_share,
+        )
+
+
+def _gauge(name: str, doc: str, value: float | None) -> GaugeMetricFamily:
+    """A label-less gauge family; no sample while ``value`` is None (nothing to say yet)."""
+    fam = GaugeMetricFamily(name, doc)
+    if value is not None:
+        fam.add_metric([], float(value))
+    return fam
+
+
+class _ScrapeTimeCollector(Collector):
+    """Lag, index health and quality: computed when scraped, from what the worker bound."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return self.metrics.collect_derived()

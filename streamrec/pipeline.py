@@ -12,19 +12,31 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from streamrec.config import Settings
 from streamrec.encoder import Encoder
 from streamrec.errors import BadEvent
-from streamrec.events import Event, Recommendation, decode_event, encode_recommendation, rec_id_for
+from streamrec.events import (
+    Event,
+    RecItem,
+    Recommendation,
+    decode_event,
+    encode_recommendation,
+    rec_id_for,
+)
 from streamrec.history import EMPTY, UserState, apply_event
 from streamrec.index import ItemIndex
 from streamrec.kafka_io import dead_letter_headers
+from streamrec.quality import RecObservation
 from streamrec.recommender import exclusions, rank
 from streamrec.state import BatchWrite, OutboxMessage
+
+if TYPE_CHECKING:
+    from streamrec.explore import ShownItem
+    from streamrec.recsys import Recommender
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +66,7 @@ class BatchStats:
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
     dead_letters: Counter[str] = field(default_factory=Counter)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    recommended: list[RecObservation] = field(default_factory=list)
 
 
 class Pipeline:
@@ -65,6 +78,12 @@ class Pipeline:
         index: item vectors and the ANN graph.
         model_version: written into every recommendation.
         clock: seconds since the epoch (a fake in tests).
+        max_future_ms: events stamped more than this after ``clock()`` are dead-lettered as
+            ``ts_in_future`` (None: no limit).
+        max_age_ms: events stamped more than this before ``clock()`` are dead-lettered as
+            ``ts_too_old`` (None: no limit; replays of old traffic are legitimate).
+        recommender: fused ranking (encoder + trending + co-visitation, exploration); when
+            None, the encoder's nearest neighbours alone are ranked.
     """
 
     def __init__(
@@ -74,8 +93,16 @@ class Pipeline:
         index: ItemIndex,
         model_version: str,
         clock: Callable[[], float] = time.time,
+        max_future_ms: int | None = None,
+        max_age_ms: int | None = None,
+        recommender: Recommender | None = None,
     ) -> None:
         self.settings = settings
+        self.recommender = recommender
+        # the rich lists (source, propensity) of the last batch: (user_id, items) per event
+        self.last_shown: list[tuple[str, list[ShownItem]]] = []
+        self.max_future_ms = max_future_ms
+        self.max_age_ms = max_age_ms
         self.encoder = encoder
         self.index = index
         self.model_version = model_version
@@ -101,22 +128,62 @@ class Pipeline:
             snapshots = self._fold(fresh, current, write)
         if not snapshots:
             return write, stats
+        lists = self._recommend(snapshots, stats)
+        now_ms = int(self.clock() * 1000)
+        for (rec, event, state), items in zip(snapshots, lists, strict=True):
+            write.messages.append(self._rec_message(rec, event, items, now_ms))
+            stats.outcomes[(event.type, "recommended")] += 1
+            stats.recommended.append(
+                RecObservation(
+                    user_id=event.user_id,
+                    event_type=event.type,
+                    item_id=event.item_id,
+                    history_len=len(state.history) - 1,
+                    items=tuple(i.item_id for i in items),
+                    explored=sum(1 for i in items if i.explored),
+                )
+            )
+        return write, stats
+
+    def _recommend(
+        self, snapshots: list[tuple[Record, Event, UserState]], stats: BatchStats
+    ) -> list[tuple[RecItem, ...]]:
+        """One ranked list per snapshot: the fused recommender, or encoder + index alone."""
+        excl = [exclusions(s, self.settings.exclude_history) for _, _, s in snapshots]
+        if self.recommender is not None:
+            with _timed(stats, "rank"):
+                for _, event, _ in snapshots:
+                    self.recommender.observe(event)  # first: new evidence counts at once
+                shown = self.recommender.recommend_batch(
+                    [s for _, _, s in snapshots],
+                    excl,
+                    self.settings.top_k,
+                    keys=[e.event_id for _, e, _ in snapshots],
+                )
+            self.last_shown = [
+                (e.user_id, items) for (_, e, _), items in zip(snapshots, shown, strict=True)
+            ]
+            return [
+                tuple(
+                    RecItem(s.item_id, round(float(s.score), 6), s.propensity, s.explored)
+                    for s in items
+                )
+                for items in shown
+            ]
         with _timed(stats, "encode"):
             vectors = self.encoder.encode([self._history_vectors(s) for _, _, s in snapshots])
         with _timed(stats, "search"):
-            excl = [exclusions(s, self.settings.exclude_history) for _, _, s in snapshots]
             found = self.index.search(vectors, self.settings.top_k, excl)
-        now_ms = int(self.clock() * 1000)
-        for (rec, event, _state), cands, skip in zip(snapshots, found, excl, strict=True):
-            items = rank(cands, self.settings.top_k, skip, self.index.is_live)
-            write.messages.append(self._rec_message(rec, event, items, now_ms))
-            stats.outcomes[(event.type, "recommended")] += 1
-        return write, stats
+        return [
+            rank(cands, self.settings.top_k, skip, self.index.is_live)
+            for cands, skip in zip(found, excl, strict=True)
+        ]
 
     def _decode(
         self, records: Sequence[Record], write: BatchWrite, stats: BatchStats
     ) -> list[tuple[Record, Event]]:
         good = []
+        now_ms = int(self.clock() * 1000)
         for rec in records:
             try:
                 event = decode_event(
@@ -124,12 +191,19 @@ class Pipeline:
                 )
                 if self.settings.unknown_item_policy == "dlq" and event.item_id not in self.index:
                     raise BadEvent("unknown_item", "item_id is in neither model nor catalog")
+                self._check_ts(event, now_ms)
                 good.append((rec, event))
             except BadEvent as bad:
                 write.messages.append(self._dead_letter(rec, bad))
                 stats.dead_letters[bad.reason] += 1
                 stats.outcomes[("unknown", "dead_letter")] += 1
         return good
+
+    def _check_ts(self, event: Event, now_ms: int) -> None:
+        if self.max_future_ms is not None and event.ts > now_ms + self.max_future_ms:
+            raise BadEvent("ts_in_future", f"ts more than {self.max_future_ms} ms ahead of now")
+        if self.max_age_ms is not None and event.ts < now_ms - self.max_age_ms:
+            raise BadEvent("ts_too_old", f"ts more than {self.max_age_ms} ms before now")
 
     def _dedupe(
         self, good: list[tuple[Record, Event]], store: StateReader, stats: BatchStats

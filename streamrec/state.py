@@ -10,6 +10,7 @@ fails its transaction with ``FencedError`` and writes nothing.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +93,17 @@ _UPDATE_USER = (
         last_ts=bindparam("last_ts"),
     )
 )
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def _migrations_dir() -> Path:
+    """The Alembic scripts: the repository's migrations/, or the copy an install ships."""
+    source = Path(__file__).resolve().parent.parent / "migrations"
+    if (source / "env.py").is_file():
+        return source
+    return Path(sys.prefix) / "share" / "streamrec" / "migrations"
+
+
+MIGRATIONS_DIR = _migrations_dir()
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +173,9 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
+    if url.startswith("postgresql"):
+        # fail fast while the server is unreachable: the worker pauses and retries on its own
+        return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
     return create_engine(url, pool_pre_ping=True)
 
 

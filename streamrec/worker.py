@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
-from kafka.errors import KafkaError, MessageSizeTooLargeError
+from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from streamrec.catalog import CatalogFollower
@@ -32,14 +32,32 @@ from streamrec.encoder import Encoder, OnnxEncoder
 from streamrec.errors import FencedError, StoreError
 from streamrec.httpserver import OpsServer
 from streamrec.index import ItemIndex
-from streamrec.kafka_io import make_consumer, make_producer
+from streamrec.kafka_io import broker_connected, make_consumer, make_producer
 from streamrec.metrics import Metrics
 from streamrec.modelfiles import ModelFiles, read_model_dir
 from streamrec.pipeline import Pipeline, Record
-from streamrec.state import OutboxMessage, Store
+from streamrec.recsys import Recommender, RecsysConfig
+from streamrec.state import BatchWrite, OutboxMessage, Store
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 5.0
+# Until config.py has settings for them (max_event_future_ms, max_event_age_ms):
+
+
+def before_commit(write: BatchWrite) -> None:
+    """Called just before the database commit (step 4); does nothing.
+
+    A fault-injection point: the fault tests freeze the worker here (a zombie) to prove that
+    its late commit is fenced once its partitions have moved.
+    """
+
+
+def after_commit(stored: Sequence[OutboxMessage]) -> None:
+    """Called between the database commit (step 4) and the publish (step 5); does nothing.
+
+    A fault-injection point: the fault tests' launcher replaces it to crash the worker
+    exactly there and prove that the outbox relay publishes what was committed.
+    """
 
 
 @dataclass
@@ -65,6 +83,20 @@ def load_serving_model(settings: Settings, int8: bool = False) -> ServingModel:
         ef_search=settings.hnsw_ef_search,
     )
     return ServingModel(files=files, encoder=encoder, index=index)
+
+
+def make_recommender(settings: Settings, model: ServingModel) -> Recommender | None:
+    """The fused recommender of the settings (None: encoder neighbours only)."""
+    if settings.ranking == "encoder":
+        return None
+    config = RecsysConfig(
+        k=settings.top_k,
+        explore_rate=settings.explore_rate,
+        seed=settings.explore_seed,
+        trending_half_life_s=settings.trending_half_life_s,
+        event_weights={"click": 1.0, "purchase": settings.purchase_weight},
+    )
+    return Recommender(model.encoder, model.index, config, trained=model.files.item_ids)
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -96,7 +128,7 @@ class Worker:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(clock=clock)
         self.clock = clock
         start = time.perf_counter()
         self.model = model or load_serving_model(settings)
@@ -106,8 +138,16 @@ class Worker:
             {"version": meta.version, "dim": str(meta.dim), "max_len": str(meta.max_len)}
         )
         self.pipeline = Pipeline(
-            settings, self.model.encoder, self.model.index, meta.version, clock
+            settings,
+            self.model.encoder,
+            self.model.index,
+            meta.version,
+            clock,
+            max_future_ms=settings.max_event_future_ms,
+            max_age_ms=settings.max_event_age_ms or None,
+            recommender=make_recommender(settings, self.model),
         )
+        self.metrics.bind_index(lambda: self.model.index)
         self.store = Store(settings.db_url, settings.group_id)
         self.generations: dict[int, int] = {}
         self._unclaimed: set[TopicPartition] = set()
@@ -115,6 +155,12 @@ class Worker:
         self._retry_at = 0.0
         self._backoff_s = 0.5
         self._db_ok = True
+        self._broker_ok = True
+        self._broker_lost_at: float | None = None
+        self._broker_failed_at = 0.0
+        self._acks_waiting_since: float | None = None  # set while a publish waits for acks
+        self._relay_at: float | None = None  # when to retry publishing left-over outbox rows
+        self._relay_backoff_s = 0.5
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
         self.catalog: CatalogFollower | None = None
@@ -146,7 +192,7 @@ class Worker:
             while not stop.is_set():
                 self.step()
             log.info("stopping: draining")
-            self._relay_outbox()
+            self._relay_outbox(self.settings.drain_timeout_ms / 1000)
         finally:
             self._close_clients()
             if server is not None:
@@ -158,23 +204,41 @@ class Worker:
         self.producer = make_producer(self.settings)
         self.catalog = CatalogFollower(self.settings, self.model.index, self.metrics, self.producer)
         self.catalog.catch_up()
-        self.metrics.index_items.set(self.model.index.size)
+        self.metrics.index_refreshed()
         self.consumer = make_consumer(self.settings)
         self.consumer.subscribe([self.settings.events_topic], listener=_Listener(self))
 
     def _close_clients(self) -> None:
+        # bounded: SIGTERM must exit within 10 s even while the broker is unreachable
+        closers: list[Callable[[], object]] = []
         if self.consumer is not None:
-            self.consumer.close(autocommit=False)
+            closers.append(lambda: self.consumer and self.consumer.close(False, timeout_ms=2000))
         if self.catalog is not None:
-            self.catalog.close()
+            closers.append(self.catalog.close)
         if self.producer is not None:
-            self.producer.flush(timeout=5)
-            self.producer.close(timeout=5)
+            closers.append(lambda: self.producer and self.producer.close(timeout=2))
+        for close in closers:
+            try:
+                close()
+            except KafkaError as exc:
+                log.warning("closing a Kafka client failed: %s", type(exc).__name__)
 
     def ready(self) -> tuple[bool, str]:
         """Readiness for /readyz: partitions assigned, model loaded, database reachable."""
         if not self._db_ok:
             return False, "database unreachable"
+        waiting = self._acks_waiting_since
+        if (
+            waiting is not None
+            and time.monotonic() - waiting >= self.settings.broker_unready_after_ms / 1000
+        ):
+            if self._broker_ok:  # count the transition, not every probe
+                # the loop sits in a flush: the consumer's view of its connections is stale
+                self._broker_failed("acks pending")
+        elif self.consumer is not None:
+            self._check_broker()
+        if not self._broker_ok:
+            return False, "broker unreachable"
         if not self.generations:
             return False, "no partitions assigned"
         return (
@@ -211,7 +275,7 @@ class Worker:
         log.info("claimed partitions %s", sorted(claimed))
         resumed = list(self._unclaimed)
         self._unclaimed.clear()
-        self._relay_outbox()
+        self._relay_outbox(self.settings.publish_timeout_ms / 1000)
         if not self._paused_for_store:
             self.consumer.resume(*resumed)
         self.metrics.up.set(1)
@@ -220,8 +284,11 @@ class Worker:
     def step(self) -> int:
         """One iteration of the loop; returns the number of event records processed."""
         assert self.consumer is not None and self.catalog is not None
-        self.catalog.poll()
-        self.metrics.index_items.set(self.model.index.size)
+        try:
+            self.catalog.poll()
+            self.metrics.index_refreshed()
+        except KafkaError as exc:
+            self._broker_failed(f"catalog poll: {type(exc).__name__}")
         try:
             if self._paused_for_store:
                 self._maybe_resume()
@@ -229,9 +296,19 @@ class Worker:
                 self._claim()
         except StoreError as exc:
             self._store_failed(exc, [])
-        polled = self.consumer.poll(
-            timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.batch_max_events
-        )
+        due = self._relay_at is not None and time.monotonic() >= self._relay_at
+        if due and not self._paused_for_store:
+            self._relay_outbox(self.settings.publish_timeout_ms / 1000)
+        try:
+            polled = self.consumer.poll(
+                timeout_ms=self.settings.poll_timeout_ms,
+                max_records=self.settings.batch_max_events,
+            )
+        except KafkaError as exc:
+            self._broker_failed(f"poll: {type(exc).__name__}")
+            time.sleep(min(1.0, self._relay_backoff_s))
+            return 0
+        self._check_broker()
         records = [
             Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
             for tp, batch in polled.items()
@@ -240,6 +317,10 @@ class Worker:
         ]
         if records:
             self.process(records)
+        self.metrics.sample_lag(
+            self.consumer,
+            [TopicPartition(self.settings.events_topic, p) for p in self.generations],
+        )
         return len(records)
 
     def process(self, records: Sequence[Record]) -> None:
@@ -247,7 +328,9 @@ class Worker:
         try:
             write, stats = self.pipeline.process(records, self.store, self.generations)
             start = time.perf_counter()
+            before_commit(write)
             stored = self.store.commit_batch(write)
+            after_commit(stored)
             stats.stage_seconds["store"] = stats.stage_seconds.get("store", 0.0) + (
                 time.perf_counter() - start
             )
@@ -263,7 +346,8 @@ class Worker:
         self._db_ok = True
         self._record_stats(len(records), stats)
         start = time.perf_counter()
-        self._publish(stored)
+        if not self._publish(stored, self.settings.publish_timeout_ms / 1000):
+            self._schedule_relay()
         self.metrics.stage_seconds.labels(stage="publish").observe(time.perf_counter() - start)
         self._commit_kafka(write.next_offsets)
 
@@ -295,22 +379,69 @@ class Worker:
         self._db_ok = True
         self._paused_for_store = False
         self._backoff_s = 0.5
-        self._relay_outbox()
+        self._relay_outbox(self.settings.publish_timeout_ms / 1000)
         self.consumer.resume(*(self.consumer.assignment() - self._unclaimed))
 
-    # -- output ------------------------------------------------------------------------------
-    def _relay_outbox(self) -> None:
-        """Publish messages left in the outbox by a crash or a broker outage."""
-        try:
-            pending = self.store.pending_outbox(partitions=list(self.generations))
-        except StoreError as exc:
-            log.warning("outbox relay skipped: %s", exc)
+    # -- broker health -----------------------------------------------------------------------
+    def _check_broker(self) -> None:
+        """Not ready once the consumer has had no broker connection for a while (setting)."""
+        assert self.consumer is not None
+        now = time.monotonic()
+        if broker_connected(self.consumer):
+            self._broker_lost_at = None
+            # ready again only once the link has held for a while (no flapping on reconnects)
+            if (
+                not self._broker_ok
+                and now - self._broker_failed_at >= self.settings.broker_unready_after_ms / 1000
+            ):
+                log.info("broker reachable again")
+                self._broker_ok = True
             return
-        if pending:
-            log.info("relaying %d outbox messages", len(pending))
-            self._publish(pending)
+        if self._broker_lost_at is None:
+            self._broker_lost_at = now
+        elif (
+            now - self._broker_lost_at >= self.settings.broker_unready_after_ms / 1000
+            and self._broker_ok
+        ):
+            self._broker_failed(
+                f"no connection for {self.settings.broker_unready_after_ms / 1000:.0f} s"
+            )
 
-    def _publish(self, messages: Sequence[OutboxMessage]) -> None:
+    def _broker_failed(self, what: str) -> None:
+        if self._broker_ok:
+            log.warning("broker unreachable (%s); kafka-python keeps retrying", what)
+        self._broker_ok = False
+        self._broker_failed_at = time.monotonic()
+        self.metrics.errors.labels(component="broker").inc()
+
+    # -- output ------------------------------------------------------------------------------
+    def _schedule_relay(self) -> None:
+        self._relay_at = time.monotonic() + self._relay_backoff_s
+        self._relay_backoff_s = min(MAX_BACKOFF_S, self._relay_backoff_s * 2)
+
+    def _relay_outbox(self, timeout_s: float) -> bool:
+        """Publish messages left in the outbox by a crash or an outage; True when it is empty."""
+        while True:
+            try:
+                pending = self.store.pending_outbox(partitions=list(self.generations))
+            except StoreError as exc:
+                log.warning("outbox relay skipped: %s", exc)
+                self._schedule_relay()
+                return False
+            if not pending:
+                self._relay_at = None
+                self._relay_backoff_s = 0.5
+                return True
+            log.info("relaying %d outbox messages", len(pending))
+            if not self._publish(pending, timeout_s):
+                self._schedule_relay()
+                return False
+
+    def _publish(self, messages: Sequence[OutboxMessage], timeout_s: float) -> bool:
+        """Send, wait for acks, delete the acked rows; True when every message was acked.
+
+        Messages not acked stay in the outbox; a later relay sends them again (same rec_id).
+        """
         assert self.producer is not None
         sent = []
         acked: list[int] = []
@@ -324,9 +455,20 @@ class Worker:
                 if msg.topic == self.settings.dlq_topic and self._send_truncated(msg):
                     acked.append(msg.id or 0)
                 continue
+            except KafkaError as exc:  # no metadata within max_block_ms: broker unreachable
+                self._broker_failed(f"send: {type(exc).__name__}")
+                break
             sent.append((msg, fut))
-        self.producer.flush(timeout=30)
+        self._acks_waiting_since = time.monotonic()
+        try:
+            self.producer.flush(timeout=timeout_s)
+        except KafkaTimeoutError:
+            self._broker_failed("acks not received in time")
+        finally:
+            self._acks_waiting_since = None
         for msg, fut in sent:
+            if not fut.is_done:
+                continue
             try:
                 fut.get(timeout=0)
             except MessageSizeTooLargeError:
@@ -344,6 +486,8 @@ class Worker:
             self.store.delete_outbox([i for i in acked if i])
         except StoreError as exc:
             log.warning("outbox not cleared (messages may be re-sent): %s", exc)
+            return False
+        return len(acked) == len(messages)
 
     def _send_truncated(self, msg: OutboxMessage) -> bool:
         assert self.producer is not None
@@ -375,11 +519,13 @@ class Worker:
             for p, o in next_offsets.items()
         }
         try:
-            self.consumer.commit(offsets)
+            # asynchronous: a commit must never block the loop (the database is the truth)
+            self.consumer.commit_async(offsets)
         except KafkaError as exc:
             log.debug("kafka commit skipped (monitoring only): %s", type(exc).__name__)
 
     def _record_stats(self, n: int, stats: Any) -> None:
+        self.metrics.observe_recommendations(stats.recommended)
         self.metrics.batch_size.observe(n)
         for (etype, outcome), count in stats.outcomes.items():
             self.metrics.events_consumed.labels(type=etype, outcome=outcome).inc(count)

@@ -29,7 +29,7 @@ import torch
 from torch.nn import functional as F  # noqa: N812 - the usual alias
 from tqdm import tqdm
 
-from streamrec.training.data import item_catalog, read_sequences, training_sequences
+from streamrec.training.data import DataError, item_catalog, read_sequences, training_sequences
 from streamrec.training.evaluate import EvalCases, build_cases, evaluate_scorer
 from streamrec.training.model import ModelConfig, SASRec
 
@@ -69,10 +69,10 @@ class TrainConfig:
     heads: int = 1
     dropout: float = 0.3
     lr: float = 3e-3
-    weight_decay: float = 0.1
+    weight_decay: float = 0.5
     batch_size: int = 64
     patience: int = 15
-    threads: int = 2
+    threads: int = 1
     full_softmax_max_items: int = 50_000
     sampled_negatives: int = 2048
     progress: bool = True
@@ -194,20 +194,35 @@ def _validate(model: SASRec, cases: EvalCases, index: dict[str, int], max_len: i
 def train(sequences: dict[str, list[str]], config: TrainConfig) -> TrainResult:
     """Train an encoder on per-user sequences (oldest first).
 
+    torch's thread count and deterministic-algorithms flag are set for the run and restored
+    afterwards.
+
     Args:
         sequences: full per-user sequences; the last ``config.holdout`` events are left out.
         config: hyper-parameters.
 
     Returns:
         The trained model (best validation epoch when ``holdout >= 1``) and its history.
+
+    Raises:
+        DataError: no user has two training events.
     """
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        return _train(sequences, config)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _train(sequences: dict[str, list[str]], config: TrainConfig) -> TrainResult:
     seed_everything(config.seed, config.threads)
     started = time.perf_counter()
     item_ids = item_catalog(sequences)
     index = {item: i + 1 for i, item in enumerate(item_ids)}  # 0 is padding
     windows = _windows(training_sequences(sequences, config.holdout), index, config.max_len)
     if not windows:
-        raise ValueError("no user has two training events; nothing to learn")
+        raise DataError("no user has two training events; nothing to learn")
     model = SASRec(
         ModelConfig(
             num_items=len(item_ids),

@@ -97,8 +97,10 @@ def test_500_events_one_recommendation_each(settings: Settings) -> None:
         shown = {it["item_id"] for it in msg["items"]}
         assert not shown & purchased[msg["event_id"]], "a purchased item was recommended"
         assert not shown & forbidden_everywhere, "a deleted item was recommended"
-        scores = [it["score"] for it in msg["items"]]
-        assert scores == sorted(scores, reverse=True)
+        scores = [it["score"] for it in msg["items"] if not it["explored"]]
+        assert scores == sorted(scores, reverse=True), "exploit slots are ranked by score"
+        for it in msg["items"]:
+            assert 0.0 < it["propensity"] <= 1.0
     assert len({m["rec_id"] for m in messages}) == 500
 
     consumed = sum(
@@ -256,4 +258,6 @@ def test_output_topic_is_readable_with_confluent_kafka(settings: Settings) -> No
             "generated_at",
         }
         assert msg.key().decode() == body["user_id"] == user_of[body["event_id"]]
-        assert all(set(it) == {"item_id", "score"} for it in body["items"])
+        assert all(
+            set(it) == {"item_id", "score", "propensity", "explored"} for it in body["items"]
+        )

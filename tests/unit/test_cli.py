@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -44,7 +45,7 @@ def test_simulate_is_deterministic_and_valid(tmp_path: Path) -> None:
     assert {e["type"] for e in events} == {"click", "purchase"}
     assert len({e["event_id"] for e in events}) == 300
     # purchases follow a click of the same item by the same user
-    for prev, cur in zip(events, events[1:], strict=False):
+    for prev, cur in itertools.pairwise(events):
         if cur["type"] == "purchase":
             assert (prev["user_id"], prev["item_id"], prev["type"]) == (
                 cur["user_id"],

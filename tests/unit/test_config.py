@@ -127,3 +127,13 @@ def test_kafka_security_sasl_ssl(tmp_path: Path) -> None:
 def test_settings_class_reads_env_directly(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STREAMREC_DB_URL", "sqlite:///from-env.db")
     assert Settings().db_url == "sqlite:///from-env.db"
+
+
+def test_printing_settings_never_shows_secrets() -> None:
+    s = load_settings(
+        db_url="postgresql+psycopg://u:hunter2@db.example/app", sasl_password="s3cret-pw"
+    )
+    for text in (repr(s), str(s), f"{s}"):
+        assert "hunter2" not in text and "s3cret-pw" not in text
+    assert "u:***@db.example" in repr(s)
+    assert set(s.secret_values()) == {"hunter2", "s3cret-pw"}

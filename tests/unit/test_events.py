@@ -380,7 +380,7 @@ def test_encode_recommendation_contract() -> None:
         rec_id=rec_id_for("e1"),
         user_id="u1",
         event_id="e1",
-        items=(RecItem("i2", 0.9), RecItem("i3", 0.5)),
+        items=(RecItem("i2", 0.9), RecItem("i3", 0.5, propensity=0.05, explored=True)),
         model_version="v7",
         generated_at=1234,
     )
@@ -389,6 +389,9 @@ def test_encode_recommendation_contract() -> None:
     assert obj["rec_id"] == rec_id_for("e1")
     assert obj["user_id"] == "u1"
     assert obj["event_id"] == "e1"
-    assert obj["items"] == [{"item_id": "i2", "score": 0.9}, {"item_id": "i3", "score": 0.5}]
+    assert obj["items"] == [
+        {"item_id": "i2", "score": 0.9, "propensity": 1.0, "explored": False},
+        {"item_id": "i3", "score": 0.5, "propensity": 0.05, "explored": True},
+    ]
     assert obj["model_version"] == "v7"
     assert obj["generated_at"] == 1234

@@ -115,7 +115,9 @@ def test_mixed_batch_recommendations_and_dead_letters() -> None:
         assert len(body["items"]) == K
         ids = [it["item_id"] for it in body["items"]]
         assert len(set(ids)) == K
-        assert all(set(it) == {"item_id", "score"} for it in body["items"])
+        assert all(
+            set(it) == {"item_id", "score", "propensity", "explored"} for it in body["items"]
+        )
         scores = [it["score"] for it in body["items"]]
         assert scores == sorted(scores, reverse=True)
         # snapshot at this event: purchases (and history, by default) never recommended

@@ -1,0 +1,61 @@
+"""Assemble BENCHMARKS.md from the section files the benchmark scripts write.
+
+Each script writes its own section (``benchmarks/QUALITY.md``, ``THROUGHPUT.md``,
+``REPLAY.md``) with its command, machine and date, and then calls ``assemble()`` so that
+BENCHMARKS.md at the top of the repository always holds every latest result.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SECTIONS = (
+    ("QUALITY.md", "Model quality (issue 4): offline leave-one-out on ML-100k"),
+    ("THROUGHPUT.md", "Worker throughput and latency (issue 3 baseline)"),
+    ("REPLAY.md", "Streaming replay: cold start, fusion, exploration (issue 7)"),
+)
+HEADER = """# Benchmarks
+
+Speed, memory and quality goals live here, never in timed unit tests. Every section below is
+written by its script (command, machine, date and settings inside); re-run one and it
+re-assembles this file. Machines here are small and shared (2 cores): read every figure with
+the load noted in its section, and prefer the ratios measured within one run.
+
+| section | script | make target |
+|---|---|---|
+| model quality | `benchmarks/quality.py` | `make quality` |
+| worker throughput | `benchmarks/throughput.py` | `make bench` |
+| streaming replay | `benchmarks/replay.py` | `make replay` |
+"""
+
+
+def _demote(body: str) -> str:
+    """Make a section's top heading level 2 so every section nests under the title."""
+    if not body.startswith("# "):
+        return body
+    return "\n".join("#" + line if line.startswith("#") else line for line in body.splitlines())
+
+
+def assemble(root: Path = HERE.parent) -> Path:
+    """Write ROOT/BENCHMARKS.md from the section files present; returns its path."""
+    parts = [HEADER]
+    for name, title in SECTIONS:
+        path = HERE / name
+        if path.is_file():
+            body = _demote(path.read_text().strip())
+            # images sit beside the section files: make their links relative to the root
+            body = re.sub(
+                r"\]\((?!https?://|/|benchmarks/)([^)]+\.png)\)", r"](benchmarks/\1)", body
+            )
+            parts.append(f"\n---\n\n<!-- {title}: from benchmarks/{name} -->\n\n{body}\n")
+        else:
+            parts.append(f"\n---\n\n## {title}\n\nNot run yet (`benchmarks/{name}` missing).\n")
+    out = root / "BENCHMARKS.md"
+    out.write_text("".join(parts))
+    return out
+
+
+if __name__ == "__main__":
+    print(assemble())

@@ -1,0 +1,161 @@
+"""Streaming replay of ML-100k through the worker pipeline; writes benchmarks/REPLAY.md.
+
+    .venv/bin/python benchmarks/replay.py [--data ../shared/datasets/ml-100k/u.data]
+
+Trains the encoder on the first 80% of the events by time (unless --model already holds such a
+model), replays the rest test-then-train for every ablation row of
+``streamrec.replay_cli.ablation_configs`` and writes ``REPLAY.md``, ``replay.json`` and
+``replay_segments.png`` next to this script.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from streamrec.replay_cli import ablation_configs, bar_checks, markdown_table
+
+HERE = Path(__file__).resolve().parent
+SEGMENTS = ["overall", "history=0", "history=1-4", "history=5-19", "history=20+", "item=seen"]
+SEGMENTS.append("item=new")
+
+
+def plot(rows: dict, path: Path) -> None:
+    """One panel per segment: NDCG@10 of every row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(SEGMENTS), figsize=(3.2 * len(SEGMENTS), 4.2), sharey=False)
+    names = list(rows)
+    colors = plt.get_cmap("tab10")(range(len(names)))
+    for ax, seg in zip(axes, SEGMENTS, strict=True):
+        values = [
+            (rows[n]["overall"] if seg == "overall" else rows[n]["segments"][seg])["ndcg@10"]
+            for n in names
+        ]
+        ax.bar(range(len(names)), values, color=colors)
+        n = rows[names[0]]["overall" if seg == "overall" else "segments"]
+        count = n["n"] if seg == "overall" else n[seg]["n"]
+        ax.set_title(f"{seg}\n({count} events)", fontsize=9)
+        ax.set_xticks([])
+        ax.tick_params(labelsize=8)
+    axes[0].set_ylabel("NDCG@10")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colors]
+    fig.legend(handles, names, loc="lower center", ncol=4, fontsize=8)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_markdown(report: dict, path: Path) -> None:
+    rows = report["rows"]
+    lines = [
+        "# Streaming replay (ML-100k)",
+        "",
+        "Written by `benchmarks/replay.py` (`streamrec replay` prints the same table).",
+        "",
+        f"- Data: `{report['data']}`; {report['warmup_events']} warm-up events (first "
+        f"{report['warmup_fraction']:.0%} by time) train the model `{report['model_version']}` "
+        f"and warm the state; {report['replayed_events']} events are replayed test-then-train "
+        f"through `Pipeline.process` in user-disjoint batches of {report['batch_size']}.",
+        "- Every MovieLens rating is a `click` (no purchases in ML-100k).",
+        f"- Model training: {report['train_note']}. Replay wall time, all rows: "
+        f"{report['replay_seconds']:.0f} s on this machine (2 shared cores).",
+        "- Metrics: HR@10 / NDCG@10 / MRR of the event's item in the list that was current for "
+        "the user before the event; coverage = distinct items in all produced lists / items in "
+        "model or log; pop. bias = share of slots from the top 10% most frequent training items; "
+        "explored = share of explored slots.",
+        "",
+        markdown_table(rows),
+        "",
+        "![NDCG@10 per segment](replay_segments.png)",
+        "",
+        "## Bars of issue 7",
+        "",
+        "| bar | value | bound | result |",
+        "|---|---|---|---|",
+    ]
+    for check in report["bars"]:
+        verdict = "pass" if check["pass"] else "**FAIL**"
+        lines.append(
+            f"| {check['bar']} | {check['value']} | {check['op']} {check['bound']} | {verdict} |"
+        )
+    lines += [
+        "",
+        "Per-row wall time (s): " + ", ".join(f"{n} {r['seconds']}" for n, r in rows.items()),
+    ]
+    lines += ["", "New items recommended (distinct) per row: "]
+    lines[-1] += ", ".join(f"{n} {r['new_items_recommended']}" for n, r in rows.items())
+    path.write_text("\n".join(lines) + "\n")
+
+
+@click.command()
+@click.option("--data", default="../shared/datasets/ml-100k/u.data", show_default=True)
+@click.option("--model", default="/tmp/replay-ml100k/model", show_default=True)
+@click.option("--fraction", default=0.8, show_default=True)
+@click.option("--explore-rate", default=0.1, show_default=True)
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--epochs", default=40, show_default=True)
+def main(
+    data: str, model: str, fraction: float, explore_rate: float, batch_size: int, epochs: int
+) -> None:
+    """Run every ablation row and write REPLAY.md, replay.json and the plot."""
+    from streamrec.encoder import OnnxEncoder
+    from streamrec.modelfiles import read_model_dir
+    from streamrec.recsys import RecsysConfig
+    from streamrec.replay import ReplayData, check_no_leakage, load_log, replay_config
+    from streamrec.replay_cli import _train_on_warmup
+
+    events = load_log(data)
+    model_dir = Path(model)
+    train_note = f"reused `{model_dir}`"
+    if not (model_dir / "meta.json").is_file():
+        started = time.perf_counter()
+        _train_on_warmup(events[: int(len(events) * fraction)], model_dir, epochs, 50)
+        train_note = f"{epochs} epochs, max_len 50, {time.perf_counter() - started:.0f} s"
+    files = read_model_dir(model_dir)
+    facts = files.meta.extra
+    if "train_seconds" in facts:
+        cfg = facts.get("train_config", {})
+        train_note += (
+            f" (trained {facts.get('epochs_run')} epochs, dim {cfg.get('dim')}, max_len "
+            f"{cfg.get('max_len')}, {facts['train_seconds']:.0f} s)"
+        )
+    replay_data = ReplayData.build(events, files, fraction)
+    check_no_leakage(files, replay_data.warmup)
+    encoder = OnnxEncoder(files.encoder_path(), files.meta.dim, files.meta.max_len, 1)
+    started = time.perf_counter()
+    rows = {
+        name: replay_config(replay_data, encoder, config, name, batch_size)
+        for name, config in ablation_configs(RecsysConfig(), explore_rate, "catalog").items()
+    }
+    report = {
+        "data": data,
+        "model_version": files.meta.version,
+        "warmup_fraction": fraction,
+        "warmup_events": len(replay_data.warmup),
+        "replayed_events": len(replay_data.test),
+        "batch_size": batch_size,
+        "train_note": train_note,
+        "replay_seconds": time.perf_counter() - started,
+        "rows": rows,
+        "bars": bar_checks(rows),
+    }
+    (HERE / "replay.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+    plot(rows, HERE / "replay_segments.png")
+    write_markdown(report, HERE / "REPLAY.md")
+    from assemble import assemble
+
+    assemble()
+    click.echo(markdown_table(rows))
+    for check in report["bars"]:
+        click.echo(f"{'PASS' if check['pass'] else 'FAIL'} {check['bar']}: {check['value']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,270 @@
+"""The recommender the pipeline calls: candidate sources, fusion, cold start and exploration.
+
+``Recommender.observe(event)`` keeps the stream-fed state up to date (in memory; its clock is
+the events' ``ts``): the time-decayed trending list, item-to-item co-visitation, and vectors of
+items the model never saw (written to the index at once). ``recommend_batch`` replaces the
+pipeline's encode -> search -> rank steps for a batch of user states:
+
+1. **Candidates**, ``pool`` per source, every one filtered (the user's exclusions and
+   ``index.is_live``): ``ann`` (the sequence encoder + HNSW search, as before), ``trending``
+   (``trending.Trending``) and ``covisit`` (neighbours of the latest history items,
+   ``covisit.CoVisitation``).
+2. **Fusion** (``fusion.fuse``, RRF by default) with per-request source weights that blend
+   the personal encoder in as the history grows. With ``n`` = history items that have a
+   vector and ``g = n / (n + blend_half_history)``::
+
+       ann      weight_ann * g
+       trending weight_trending * ((1 - g) + g * trending_floor)
+       covisit  weight_covisit           (0 when the history is empty)
+
+   A new user (``n = 0``) therefore gets the trending list; a long history is mostly the
+   encoder. When ``ann`` is the only source it is used even for ``n = 0`` (querying the
+   catalog centroid, the pipeline's old behaviour).
+3. **Exploration** (``explore.epsilon_slots``): some slots show items from the fused ranking
+   beyond the top-k; every item carries its propensity and whether it was explored.
+
+Event-type weights (a purchase counts more than a click) apply to trending and co-visitation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from streamrec.coldstart import NewItemVectors
+from streamrec.covisit import CoVisitation
+from streamrec.encoder import Encoder
+from streamrec.events import CatalogOp, Event
+from streamrec.explore import ShownItem, epsilon_slots, request_rng
+from streamrec.fusion import Candidates, Fused, FusionMethod, fuse
+from streamrec.history import UserState
+from streamrec.index import ItemIndex
+from streamrec.trending import Trending
+
+SOURCES = ("ann", "trending", "covisit")
+
+
+@dataclass(frozen=True)
+class RecsysConfig:
+    """Settings of the recommender (defaults are the ones the ML-100k replay reports).
+
+    Attributes:
+        k: items per list.
+        sources: enabled candidate sources, a subset of ``SOURCES``.
+        pool: candidates fetched per source.
+        fusion: ``"rrf"`` or ``"score"`` (see ``streamrec.fusion``).
+        rrf_k: the RRF constant.
+        weight_ann: base weight of the encoder's candidates.
+        weight_trending: base weight of the trending list.
+        weight_covisit: base weight of co-visitation.
+        blend_half_history: history items (with a vector) at which the encoder has half its
+            weight.
+        trending_floor: share of the trending weight kept for long histories.
+        trending_half_life_s: half-life of trending contributions, seconds of event time.
+        covisit_window: previous events of a user each event is paired with.
+        covisit_recent: latest history items whose neighbours are candidates.
+        covisit_max_neighbors: neighbours kept per item.
+        new_item_vectors: give never-trained items vectors from co-occurrence evidence.
+        content_weight: weight of catalog content vectors for new items.
+        event_weights: weight per event type (trending and co-visitation).
+        explore_rate: probability that a slot explores (0 disables exploration).
+        explore_from: where exploration slots draw from: ``"fused"`` (the fused ranking at
+            positions k .. k+explore_pool: relevant, but narrow) or ``"catalog"`` (every live,
+            unfiltered item outside the exploit top-k: widest coverage, smallest propensities).
+        explore_pool: size of the ``"fused"`` exploration pool.
+        seed: seed of the exploration policy.
+    """
+
+    k: int = 10
+    sources: tuple[str, ...] = SOURCES
+    pool: int = 100
+    fusion: FusionMethod = "rrf"
+    rrf_k: float = 60.0
+    weight_ann: float = 1.0
+    weight_trending: float = 1.0
+    weight_covisit: float = 1.0
+    blend_half_history: float = 3.0
+    trending_floor: float = 0.2
+    trending_half_life_s: float = 7 * 86400.0
+    covisit_window: int = 20
+    covisit_recent: int = 5
+    covisit_max_neighbors: int = 200
+    new_item_vectors: bool = True
+    content_weight: float = 2.0
+    event_weights: dict[str, float] = field(default_factory=lambda: {"click": 1.0, "purchase": 3.0})
+    explore_rate: float = 0.05
+    explore_from: Literal["fused", "catalog"] = "fused"
+    explore_pool: int = 100
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = set(self.sources) - set(SOURCES)
+        if unknown or not self.sources:
+            raise ValueError(f"sources must be a non-empty subset of {SOURCES}, got {self.sources}")
+        if self.k < 1 or self.pool < 1 or self.explore_pool < 0:
+            raise ValueError("k and pool must be >= 1, explore_pool >= 0")
+        if not 0.0 <= self.explore_rate < 1.0:
+            raise ValueError(f"explore_rate must be in [0, 1), got {self.explore_rate}")
+
+
+class Recommender:
+    """Stream-fed candidate sources, fused and explored.
+
+    Args:
+        encoder: the sequence encoder.
+        index: the live item index (new-item vectors are written into it).
+        config: the settings.
+        trained: ids of the items the model was trained on (default: every item in the index
+            at construction is taken as trained by the caller's choice -- pass it explicitly).
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        index: ItemIndex,
+        config: RecsysConfig | None = None,
+        trained: Sequence[str] = (),
+    ) -> None:
+        self.encoder = encoder
+        self.index = index
+        self.config = config or RecsysConfig()
+        cfg = self.config
+        self.trending = Trending(cfg.trending_half_life_s, cfg.event_weights)
+        self.covisit = CoVisitation(
+            cfg.covisit_window, cfg.event_weights, max_neighbors=cfg.covisit_max_neighbors
+        )
+        self.new_items = NewItemVectors(index, trained, self.covisit, cfg.content_weight)
+        self.max_len = max(encoder.max_len, 1)
+        self._catalog: dict[str, None] = dict.fromkeys(trained)  # ordered: deterministic pools
+        self._catalog_sorted: list[str] | None = None
+
+    # -- state ---------------------------------------------------------------------------
+    def observe(self, event: Event) -> None:
+        """Update trending, co-visitation and new-item vectors with one (fresh) event."""
+        self.trending.observe(event.item_id, event.type, event.ts)
+        if event.item_id not in self._catalog:
+            self._catalog[event.item_id] = None
+            self._catalog_sorted = None
+        paired = self.covisit.observe(event.user_id, event.item_id, event.type)
+        if self.config.new_item_vectors:
+            self.new_items.on_pairs(event.item_id, paired)
+
+    def observe_catalog(self, op: CatalogOp) -> None:
+        """Remember content features of a catalog item (call after the index applied ``op``)."""
+        if op.op == "upsert":
+            self.new_items.set_content(op.item_id, op.vector)
+            if op.item_id not in self._catalog:
+                self._catalog[op.item_id] = None
+                self._catalog_sorted = None
+
+    def _catalog_ids(self) -> list[str]:
+        if self._catalog_sorted is None:
+            self._catalog_sorted = sorted(self._catalog)
+        return self._catalog_sorted
+
+    # -- serving -------------------------------------------------------------------------
+    def recommend_batch(
+        self,
+        states: Sequence[UserState],
+        exclude: Sequence[set[str]],
+        k: int | None = None,
+        keys: Sequence[str] | None = None,
+    ) -> list[list[ShownItem]]:
+        """Lists for a batch of users (same order).
+
+        Args:
+            states: the users' states after their latest event.
+            exclude: per user, items never to show (purchases, history when configured).
+            k: list length (default ``config.k``).
+            keys: per user, a request key seeding the exploration (e.g. the event id); by
+                default derived from the state.
+        """
+        k = k or self.config.k
+        if len(exclude) != len(states):
+            raise ValueError("exclude must have one set per state")
+        ann = self._ann_candidates(states, exclude)
+        out = []
+        for row, (state, skip) in enumerate(zip(states, exclude, strict=True)):
+            key = keys[row] if keys is not None else _state_key(state)
+            out.append(self._one(state, skip, ann[row], k, key))
+        return out
+
+    def _one(
+        self,
+        state: UserState,
+        skip: set[str],
+        ann: Candidates,
+        k: int,
+        key: str,
+    ) -> list[ShownItem]:
+        cfg = self.config
+        sources: dict[str, Candidates] = {"ann": ann}
+        if "trending" in cfg.sources:
+            sources["trending"] = self.trending.top(cfg.pool, skip, self.index.is_live)
+        if "covisit" in cfg.sources and state.history:
+            sources["covisit"] = self.covisit.candidates(
+                state.history, cfg.pool, skip, self.index.is_live, recent=cfg.covisit_recent
+            )
+        fused = fuse(sources, self.source_weights(state), cfg.fusion, cfg.rrf_k)
+        exploit = fused[:k]
+        if cfg.explore_rate <= 0:
+            pool: list[Fused] = []
+        elif cfg.explore_from == "catalog":
+            shown = {f.item_id for f in exploit}
+            pool = [
+                Fused(i, 0.0, "explore")
+                for i in self._catalog_ids()
+                if i not in skip and i not in shown and self.index.is_live(i)
+            ]
+        else:
+            pool = fused[k : k + cfg.explore_pool]
+        return epsilon_slots(exploit, pool, k, cfg.explore_rate, request_rng(cfg.seed, key))
+
+    def source_weights(self, state: UserState) -> dict[str, float]:
+        """The per-request source weights (module docstring)."""
+        cfg = self.config
+        n = self.known_history(state)
+        g = n / (n + cfg.blend_half_history) if cfg.blend_half_history > 0 else 1.0
+        weights = {
+            "ann": cfg.weight_ann * g if n else 0.0,
+            "trending": cfg.weight_trending * ((1.0 - g) + g * cfg.trending_floor),
+            "covisit": cfg.weight_covisit if state.history else 0.0,
+        }
+        if cfg.sources == ("ann",):
+            weights["ann"] = 1.0
+        return {s: w for s, w in weights.items() if s in cfg.sources}
+
+    def known_history(self, state: UserState) -> int:
+        """History items (within the encoder's reach) that have a vector."""
+        return sum(1 for i in state.history[-self.max_len :] if i in self.index)
+
+    def _ann_candidates(
+        self, states: Sequence[UserState], exclude: Sequence[set[str]]
+    ) -> list[list[tuple[str, float]]]:
+        out: list[list[tuple[str, float]]] = [[] for _ in states]
+        if "ann" not in self.config.sources:
+            return out
+        alone = self.config.sources == ("ann",)
+        rows, histories = [], []
+        for row, state in enumerate(states):
+            vecs = self.index.vectors_of(state.history[-self.max_len :])
+            if len(vecs) == 0 and alone:
+                vecs = self.index.centroid[None, :].astype(np.float32)
+            if len(vecs):
+                rows.append(row)
+                histories.append(vecs)
+        if not rows:
+            return out
+        vectors = self.encoder.encode(histories)
+        found = self.index.search(vectors, self.config.pool, [exclude[r] for r in rows])
+        for row, cands in zip(rows, found, strict=True):
+            out[row] = [(i, s) for i, s in cands if self.index.is_live(i)]
+        return out
+
+
+def _state_key(state: UserState) -> str:
+    last = state.history[-1] if state.history else ""
+    return f"{state.n_events}\x00{state.last_ts}\x00{last}"

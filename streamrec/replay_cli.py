@@ -1,0 +1,215 @@
+"""``streamrec replay`` and ``streamrec ope``: click commands, plus the replay's report tables.
+
+``replay`` runs the ablation rows of ``ablation_configs`` (each a fresh index and recommender
+over the same split and model), writes the JSON report and prints a Markdown table and the bar
+checks of issue 7.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import click
+
+from streamrec.recsys import RecsysConfig
+
+ENCODER_ONLY = "encoder only"
+TRENDING_ONLY = "trending only"
+COVISIT_ONLY = "co-visitation only"
+ENC_TREND = "encoder + trending"
+ENC_TREND_NEW = "encoder + trending + new-item vectors"
+FUSED = "fused (all sources)"
+FUSED_EXPLORE = "fused + exploration"
+ExploreFrom = Literal["fused", "catalog"]
+
+
+def ablation_configs(
+    base: RecsysConfig, explore_rate: float, explore_from: ExploreFrom = "catalog"
+) -> dict[str, RecsysConfig]:
+    """The replay's rows: single sources, cumulative parts, fused with exploration off/on."""
+    off = replace(base, explore_rate=0.0)
+    return {
+        ENCODER_ONLY: replace(off, sources=("ann",), new_item_vectors=False),
+        TRENDING_ONLY: replace(off, sources=("trending",), new_item_vectors=False),
+        COVISIT_ONLY: replace(off, sources=("covisit",), new_item_vectors=False),
+        ENC_TREND: replace(off, sources=("ann", "trending"), new_item_vectors=False),
+        ENC_TREND_NEW: replace(off, sources=("ann", "trending"), new_item_vectors=True),
+        FUSED: off,
+        FUSED_EXPLORE: replace(base, explore_rate=explore_rate, explore_from=explore_from),
+    }
+
+
+def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
+    """One line per row: overall metrics, NDCG@10 per segment, coverage, bias, exploration."""
+    segs = ["history=0", "history=1-4", "history=5-19", "history=20+", "item=seen", "item=new"]
+    head = ["row", "HR@10", "NDCG@10", "MRR", *[f"NDCG {s}" for s in segs]]
+    head += ["coverage", "pop. bias", "explored"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, row in rows.items():
+        o = row["overall"]
+        cells = [name, f"{o['hr@10']:.4f}", f"{o['ndcg@10']:.4f}", f"{o['mrr']:.4f}"]
+        cells += [f"{row['segments'][s]['ndcg@10']:.4f}" for s in segs]
+        cells += [f"{row['coverage']:.3f}", f"{row['popularity_bias']:.3f}"]
+        cells += [f"{row['exploration_rate']:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    if rows:
+        counts = next(iter(rows.values()))["segments"]
+        lines.append("")
+        lines.append("Events per segment: " + ", ".join(f"{s} {counts[s]['n']}" for s in segs))
+    return "\n".join(lines)
+
+
+def bar_checks(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The bars of issue 7, each with the figures it compares and pass/fail."""
+    need = {ENCODER_ONLY, TRENDING_ONLY, COVISIT_ONLY, FUSED, FUSED_EXPLORE}
+    if not need <= set(rows):
+        return []
+
+    def ndcg(name: str, seg: str | None = None) -> float:
+        row = rows[name]
+        return float((row["segments"][seg] if seg else row["overall"])["ndcg@10"])
+
+    checks = [_check("fused > encoder only, overall NDCG@10", ndcg(FUSED), ">", ndcg(ENCODER_ONLY))]
+    for seg in ("history=1-4", "history=5-19", "history=20+"):
+        checks.append(
+            _check(f"fused > trending only, {seg}", ndcg(FUSED, seg), ">", ndcg(TRENDING_ONLY, seg))
+        )
+    checks.append(
+        _check(
+            "fused >= trending only, history=0",
+            ndcg(FUSED, "history=0"),
+            ">=",
+            ndcg(TRENDING_ONLY, "history=0"),
+        )
+    )
+    best_single = max((ENCODER_ONLY, TRENDING_ONLY, COVISIT_ONLY), key=ndcg)
+    checks.append(
+        _check(f"fused > best single source ({best_single})", ndcg(FUSED), ">", ndcg(best_single))
+    )
+    cov_on, cov_off = rows[FUSED_EXPLORE]["coverage"], rows[FUSED]["coverage"]
+    checks.append(_check("coverage explore on / off >= 1.5", cov_on / cov_off, ">=", 1.5))
+    hr_on, hr_off = rows[FUSED_EXPLORE]["overall"]["hr@10"], rows[FUSED]["overall"]["hr@10"]
+    cost = 1.0 - hr_on / hr_off if hr_off else math.inf
+    checks.append(_check("relative HR@10 cost of exploration <= 10%", cost, "<=", 0.10))
+    return checks
+
+
+def _check(what: str, value: float, op: str, bound: float) -> dict[str, Any]:
+    ok = {">": value > bound, ">=": value >= bound, "<=": value <= bound}[op]
+    return {"bar": what, "value": round(value, 4), "op": op, "bound": round(bound, 4), "pass": ok}
+
+
+def _train_on_warmup(warmup: list[Any], model: Path, epochs: int, max_len: int) -> None:
+    from streamrec.events import encode_event
+    from streamrec.training.train import TrainConfig, train_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prefix = Path(tmp) / "warmup.jsonl"
+        prefix.write_bytes(b"".join(encode_event(e) + b"\n" for e in warmup))
+        train_file(prefix, model, TrainConfig(epochs=epochs, max_len=max_len))
+
+
+@click.command("replay")
+@click.option("--data", "data_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--model", "model_path", required=True, type=click.Path(file_okay=False))
+@click.option("--warmup-fraction", default=0.8, show_default=True, type=float)
+@click.option("--out", type=click.Path(dir_okay=False), help="write the JSON report here")
+@click.option("--batch-size", default=64, show_default=True, type=int)
+@click.option("--explore-rate", default=0.1, show_default=True, type=float)
+@click.option(
+    "--explore-from", type=click.Choice(["catalog", "fused"]), default="catalog", show_default=True
+)
+@click.option("--row", "only", multiple=True, help="run only these ablation rows (repeatable)")
+@click.option("--epochs", default=40, show_default=True, help="training, if --model is absent")
+@click.option("--max-len", default=50, show_default=True, help="training, if --model is absent")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def replay(
+    data_path: str,
+    model_path: str,
+    warmup_fraction: float,
+    out: str | None,
+    batch_size: int,
+    explore_rate: float,
+    explore_from: str,
+    only: tuple[str, ...],
+    epochs: int,
+    max_len: int,
+    progress: bool,
+) -> None:
+    """Prequential (test-then-train) replay of a log through the worker's pipeline.
+
+    The model in --model must have been trained on the first --warmup-fraction of the log by
+    time (checked: it may not know items that only appear later); when --model does not exist
+    it is trained on that prefix first.
+    """
+    from streamrec.encoder import OnnxEncoder
+    from streamrec.modelfiles import read_model_dir
+    from streamrec.replay import ReplayData, check_no_leakage, load_log, replay_config
+
+    events = load_log(data_path)
+    model = Path(model_path)
+    if not (model / "meta.json").is_file():
+        cut = int(len(events) * warmup_fraction)
+        click.echo(f"training {model} on the first {cut} events", err=True)
+        _train_on_warmup(events[:cut], model, epochs, max_len)
+    files = read_model_dir(model)
+    data = ReplayData.build(events, files, warmup_fraction)
+    try:
+        check_no_leakage(files, data.warmup)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    encoder = OnnxEncoder(files.encoder_path(), files.meta.dim, files.meta.max_len, 1)
+    configs = ablation_configs(RecsysConfig(), explore_rate, cast(ExploreFrom, explore_from))
+    unknown = set(only) - set(configs)
+    if unknown:
+        raise click.BadParameter(f"unknown rows {sorted(unknown)}; rows: {list(configs)}")
+    rows = {}
+    for name, config in configs.items():
+        if only and name not in only:
+            continue
+        rows[name] = replay_config(data, encoder, config, name, batch_size, progress=progress)
+    report = {
+        "data": str(data_path),
+        "model": str(model),
+        "model_version": files.meta.version,
+        "warmup_fraction": warmup_fraction,
+        "warmup_events": len(data.warmup),
+        "replayed_events": len(data.test),
+        "batch_size": batch_size,
+        "rows": rows,
+        "bars": bar_checks(rows),
+    }
+    if out:
+        Path(out).write_text(json.dumps(report, indent=2, sort_keys=True))
+    click.echo(markdown_table(rows))
+    for check in bar_checks(rows):
+        verdict = "PASS" if check["pass"] else "FAIL"
+        click.echo(f"{verdict}  {check['bar']}: {check['value']} {check['op']} {check['bound']}")
+
+
+@click.command("ope")
+@click.option("--log", "log_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--target",
+    type=click.Choice(["greedy", "logged", "field"]),
+    default="greedy",
+    show_default=True,
+    help="candidate policy: exploration off, the logging policy, or target_propensity fields",
+)
+@click.option("--clip", default=100.0, show_default=True, help="largest importance weight")
+@click.option("--horizon-s", default=3600.0, show_default=True, help="click attribution window")
+def ope(log_path: str, target: str, clip: float, horizon_s: float) -> None:
+    """IPS and self-normalised IPS estimates of a candidate policy's clicks per list."""
+    from streamrec.ope import TARGETS, estimate, read_log
+
+    try:
+        lists = read_log(log_path, horizon_ms=int(horizon_s * 1000))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    result = estimate(lists, TARGETS[target], clip=clip)
+    click.echo(json.dumps({"target": target, **result}, indent=2, sort_keys=True))

@@ -1,0 +1,121 @@
+"""A streaming, time-decayed trending list, maintained from the event stream itself.
+
+Each event adds its type's weight to its item; every contribution halves every ``half_life_s``
+seconds of *event time*::
+
+    score(item, t) = sum over events e of item:  weight(e.type) * 2 ** (-(t - e.ts) / half_life)
+
+The clock is the events' own ``ts`` (no wall clock: replays give the same list). Scores are kept
+in a rescaled form relative to an anchor time, so ``observe`` is O(1) and ranking does not need
+to touch every score when time moves: a common factor does not change the order. The anchor moves
+forward (rescaling everything once) when the factor would overflow.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping
+
+import numpy as np
+
+DEFAULT_EVENT_WEIGHTS: Mapping[str, float] = {"click": 1.0, "purchase": 3.0}
+_REBASE_HALF_LIVES = 256.0  # 2**256 is far from float overflow (2**1024)
+
+
+class Trending:
+    """Exponentially decayed item popularity.
+
+    Args:
+        half_life_s: seconds of event time after which a contribution counts half.
+        event_weights: weight per event type (unknown types count 1.0).
+    """
+
+    def __init__(
+        self, half_life_s: float, event_weights: Mapping[str, float] = DEFAULT_EVENT_WEIGHTS
+    ) -> None:
+        if half_life_s <= 0:
+            raise ValueError(f"half_life_s must be > 0, got {half_life_s}")
+        self.half_life_ms = half_life_s * 1000.0
+        self.event_weights = dict(event_weights)
+        self._anchor_ms: float | None = None
+        self._now_ms = 0.0
+        self._ids: list[str] = []
+        self._row: dict[str, int] = {}
+        self._raw = np.zeros(64, dtype=np.float64)
+        self._order: list[int] | None = None  # cached argsort of _raw, dropped on change
+
+    def observe(self, item_id: str, event_type: str, ts_ms: int) -> None:
+        """Count one event of ``event_type`` on ``item_id`` at event time ``ts_ms``."""
+        self.add(item_id, self.event_weights.get(event_type, 1.0), ts_ms)
+
+    def add(self, item_id: str, weight: float, ts_ms: float) -> None:
+        """Add ``weight`` to ``item_id`` at event time ``ts_ms``."""
+        if self._anchor_ms is None:
+            self._anchor_ms = float(ts_ms)
+        self._now_ms = max(self._now_ms, float(ts_ms))
+        if (ts_ms - self._anchor_ms) / self.half_life_ms > _REBASE_HALF_LIVES:
+            self._rebase(float(ts_ms))
+        row = self._row.get(item_id)
+        if row is None:
+            row = self._new_row(item_id)
+        self._raw[row] += weight * 2.0 ** ((ts_ms - self._anchor_ms) / self.half_life_ms)
+        self._order = None
+
+    def score(self, item_id: str, now_ms: float | None = None) -> float:
+        """The decayed score of one item at ``now_ms`` (default: the latest event time seen)."""
+        row = self._row.get(item_id)
+        if row is None or self._anchor_ms is None:
+            return 0.0
+        now = self._now_ms if now_ms is None else now_ms
+        return float(self._raw[row] * 2.0 ** (-(now - self._anchor_ms) / self.half_life_ms))
+
+    def ranked(self) -> Iterator[tuple[str, float]]:
+        """Every item with a positive score, best first (ties by item id), scores at 'now'."""
+        if self._anchor_ms is None:
+            return
+        if self._order is None:
+            raw, ids = self._raw, self._ids
+            self._order = sorted(range(len(ids)), key=lambda r: (-raw[r], ids[r]))
+        factor = 2.0 ** (-(self._now_ms - self._anchor_ms) / self.half_life_ms)
+        for row in self._order:
+            value = float(self._raw[row])
+            if value <= 0.0:
+                return
+            yield self._ids[row], value * factor
+
+    def top(
+        self,
+        n: int,
+        exclude: set[str] | None = None,
+        available: Callable[[str], bool] | None = None,
+    ) -> list[tuple[str, float]]:
+        """The ``n`` best items not in ``exclude`` and ``available``, best first."""
+        out: list[tuple[str, float]] = []
+        if n <= 0:
+            return out
+        for item_id, score in self.ranked():
+            if exclude and item_id in exclude:
+                continue
+            if available is not None and not available(item_id):
+                continue
+            out.append((item_id, score))
+            if len(out) >= n:
+                break
+        return out
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def _new_row(self, item_id: str) -> int:
+        row = len(self._ids)
+        self._ids.append(item_id)
+        self._row[item_id] = row
+        if row >= len(self._raw):
+            self._raw = np.concatenate([self._raw, np.zeros(len(self._raw), np.float64)])
+        return row
+
+    def _rebase(self, new_anchor_ms: float) -> None:
+        assert self._anchor_ms is not None
+        shift = (new_anchor_ms - self._anchor_ms) / self.half_life_ms
+        self._raw *= math.pow(2.0, -shift)
+        self._anchor_ms = new_anchor_ms

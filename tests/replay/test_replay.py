@@ -1,0 +1,161 @@
+"""The prequential replay end to end: a tiny simulated log through the real Pipeline."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from streamrec.encoder import OnnxEncoder
+from streamrec.events import Event, encode_event
+from streamrec.modelfiles import read_model_dir
+from streamrec.recsys import RecsysConfig
+from streamrec.replay import (
+    ReplayData,
+    check_no_leakage,
+    history_segment,
+    load_log,
+    replay_config,
+    user_disjoint_batches,
+)
+from streamrec.replay_cli import ope, replay
+from streamrec.simulate import SimConfig, Simulator
+from streamrec.trending import Trending
+
+# conftest's model_dir is trained on exactly the first 3000 of these events
+FULL = 3750
+
+
+@pytest.fixture(scope="module")
+def log_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("log") / "log.jsonl"
+    events = Simulator(SimConfig(users=200, items=120, seed=7)).events(FULL)
+    path.write_bytes(b"".join(encode_event(e) + b"\n" for e in events))
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(log_path: Path, model_dir: Path) -> ReplayData:
+    return ReplayData.build(load_log(log_path), read_model_dir(model_dir), 0.8)
+
+
+@pytest.fixture(scope="module")
+def encoder(model_dir: Path) -> OnnxEncoder:
+    files = read_model_dir(model_dir)
+    return OnnxEncoder(files.encoder_path(), files.meta.dim, files.meta.max_len)
+
+
+def test_split_is_by_time_and_the_model_saw_only_the_warmup(data: ReplayData) -> None:
+    assert len(data.warmup) == 3000 and len(data.test) == 750
+    assert max(e.ts for e in data.warmup) <= min(e.ts for e in data.test)
+    check_no_leakage(data.files, data.warmup)
+    with pytest.raises(ValueError, match="absent from the warm-up"):
+        check_no_leakage(data.files, data.warmup[:100])
+
+
+def test_batches_never_hold_a_user_twice_and_keep_order() -> None:
+    events = [Event(f"e{n}", f"u{n % 3}", "i", "click", n) for n in range(20)]
+    events.insert(2, Event("dup", "u0", "i", "click", 2))
+    batches = list(user_disjoint_batches(events, 5))
+    assert [e for b in batches for e in b] == events
+    assert all(len({e.user_id for e in b}) == len(b) <= 5 for b in batches)
+
+
+def test_history_segments() -> None:
+    got = [history_segment(n) for n in (0, 1, 4, 5, 19, 20, 500)]
+    assert got == [
+        "history=0",
+        "history=1-4",
+        "history=1-4",
+        "history=5-19",
+        "history=5-19",
+        "history=20+",
+        "history=20+",
+    ]
+
+
+def test_replay_scores_every_event_and_is_deterministic(
+    data: ReplayData, encoder: OnnxEncoder
+) -> None:
+    config = RecsysConfig(explore_rate=0.2, seed=3)
+    a = replay_config(data, encoder, config, batch_size=16, progress=False)
+    b = replay_config(data, encoder, config, batch_size=16, progress=False)
+    a.pop("seconds"), b.pop("seconds")
+    assert a == b
+    assert a["overall"]["n"] == 750
+    hist = sum(a["segments"][s]["n"] for s in a["segments"] if s.startswith("history"))
+    items = a["segments"]["item=seen"]["n"] + a["segments"]["item=new"]["n"]
+    assert hist == items == 750
+    assert 0.0 < a["overall"]["hr@10"] <= 1.0
+    assert a["overall"]["mrr"] <= a["overall"]["ndcg@10"] <= a["overall"]["hr@10"]
+    assert a["exploration_rate"] == pytest.approx(0.2, abs=0.05)
+    assert a["lists"] >= 750
+    off = replay_config(data, encoder, replace(config, explore_rate=0.0), progress=False)
+    assert off["exploration_rate"] == 0.0
+
+
+def test_test_then_train_scores_the_list_from_before_the_event(
+    data: ReplayData, encoder: OnnxEncoder
+) -> None:
+    """A new user clicking the hottest item twice: a hit first, then a miss (it is history)."""
+    trending = Trending(half_life_s=60.0)
+    for e in data.warmup:
+        trending.observe(e.item_id, e.type, e.ts)
+    [(hot, _)] = trending.top(1)
+    ts = data.test[0].ts
+    probe = [Event(f"p{n}", "newcomer", hot, "click", ts + n) for n in range(2)]
+    probed = replace(data, test=probe)
+    config = RecsysConfig(sources=("trending",), explore_rate=0.0, trending_half_life_s=60.0)
+    got = replay_config(probed, encoder, config, batch_size=8, progress=False)
+    assert got["segments"]["history=0"]["hr@10"] == 1.0
+    assert got["segments"]["history=0"]["ndcg@10"] == 1.0  # the trending list's first item
+    assert got["segments"]["history=1-4"]["n"] == 1
+    assert got["segments"]["history=1-4"]["hr@10"] == 0.0
+
+
+def test_replay_cli_writes_the_report(log_path: Path, model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    args = [
+        "--data",
+        str(log_path),
+        "--model",
+        str(model_dir),
+        "--out",
+        str(out),
+        "--row",
+        "trending only",
+        "--row",
+        "encoder only",
+        "--no-progress",
+    ]
+    result = CliRunner().invoke(replay, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert set(report["rows"]) == {"trending only", "encoder only"}
+    assert report["replayed_events"] == 750
+    assert "| trending only |" in result.output
+    bad = CliRunner().invoke(replay, [*args[:6], "--row", "nope"])
+    assert bad.exit_code != 0
+
+
+def test_ope_cli(tmp_path: Path) -> None:
+    lines = [
+        {
+            "user_id": "u",
+            "generated_at": 10,
+            "items": [
+                {"item_id": "a", "propensity": 0.9, "explored": False},
+                {"item_id": "p", "propensity": 0.05, "explored": True},
+            ],
+        },
+        {"event_id": "e1", "user_id": "u", "item_id": "a", "type": "click", "ts": 20},
+    ]
+    log = tmp_path / "log.jsonl"
+    log.write_text("\n".join(json.dumps(x) for x in lines))
+    result = CliRunner().invoke(ope, ["--log", str(log)])
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.output)
+    assert got["ips"] == pytest.approx(1 / 0.9) and got["snips"] == pytest.approx(1.0)

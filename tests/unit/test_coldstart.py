@@ -1,0 +1,67 @@
+"""New-item vectors: written to the index within one observe() of co-occurrence evidence."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from streamrec.events import CatalogOp
+from streamrec.recsys import Recommender, RecsysConfig
+from streamrec.testing import MeanEncoder, make_event, random_index
+
+
+def make_recommender(**overrides: object) -> Recommender:
+    index = random_index(n_items=50, dim=8, seed=1)
+    config = RecsysConfig(explore_rate=0.0, **overrides)  # type: ignore[arg-type]
+    trained = [f"i{n}" for n in range(50)]
+    return Recommender(MeanEncoder(dim=8), index, config, trained=trained)
+
+
+def test_a_new_item_gets_a_vector_on_the_first_co_occurrence() -> None:
+    rec = make_recommender()
+    rec.observe(make_event(user_id="u", item_id="i3"))
+    assert "fresh" not in rec.index
+    rec.observe(make_event(user_id="u", item_id="fresh"))
+    assert rec.index.is_live("fresh")
+    expected = rec.index.vectors_of(["i3"])[0]
+    np.testing.assert_allclose(rec.index.vectors_of(["fresh"])[0], expected, rtol=1e-5)
+    # searchable at once: the nearest item to its own vector is itself or its twin i3
+    hits = [i for i, _ in rec.index.search(expected[None, :], 2)[0]]
+    assert "fresh" in hits
+
+
+def test_the_vector_follows_the_weighted_evidence() -> None:
+    rec = make_recommender(event_weights={"click": 1.0, "purchase": 3.0})
+    rec.observe(make_event(user_id="u1", item_id="i1", type="purchase"))
+    rec.observe(make_event(user_id="u1", item_id="fresh"))
+    rec.observe(make_event(user_id="u2", item_id="i2"))
+    rec.observe(make_event(user_id="u2", item_id="fresh"))
+    v1, v2 = rec.index.vectors_of(["i1", "i2"])
+    mean = 3 * v1 + 1 * v2
+    want = mean / np.linalg.norm(mean) * (3 * np.linalg.norm(v1) + np.linalg.norm(v2)) / 4
+    np.testing.assert_allclose(rec.index.vectors_of(["fresh"])[0], want, rtol=1e-5)
+    assert rec.new_items.updates == 2
+
+
+def test_trained_items_keep_their_vectors_and_switching_off_writes_nothing() -> None:
+    rec = make_recommender(new_item_vectors=False)
+    before = rec.index.vectors_of(["i1"]).copy()
+    rec.observe(make_event(user_id="u", item_id="i1"))
+    rec.observe(make_event(user_id="u", item_id="fresh"))
+    assert "fresh" not in rec.index
+    np.testing.assert_array_equal(rec.index.vectors_of(["i1"]), before)
+
+
+def test_content_features_blend_in_and_removed_items_stay_removed() -> None:
+    rec = make_recommender(content_weight=1.0)
+    content = tuple(float(x) for x in np.ones(8))
+    rec.index.upsert("fresh", content, available=False)  # the catalog removed it
+    rec.observe_catalog(CatalogOp("fresh", "upsert", False, 0, content))
+    rec.observe(make_event(user_id="u", item_id="i4"))
+    rec.observe(make_event(user_id="u", item_id="fresh"))
+    v4 = rec.index.vectors_of(["i4"])[0]
+    got = rec.index.vectors_of(["fresh"])[0]
+    np.testing.assert_allclose(got, (np.ones(8) + v4) / 2, rtol=1e-5)
+    assert not rec.index.is_live("fresh")
+    assert rec.new_items.vector_for("nothing") is None
+    assert rec.new_items.is_new("fresh") and not rec.new_items.is_new("i4")
+    assert got.dtype == np.float32

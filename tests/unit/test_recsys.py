@@ -1,0 +1,93 @@
+"""The composed recommender: blending by history length, filters, propensities, determinism."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streamrec.history import EMPTY, UserState
+from streamrec.recsys import Recommender, RecsysConfig
+from streamrec.testing import MeanEncoder, make_event, random_index
+
+
+def make_recommender(**overrides: object) -> Recommender:
+    index = random_index(n_items=80, dim=8, seed=2)
+    config = RecsysConfig(**{"pool": 30, **overrides})  # type: ignore[arg-type]
+    return Recommender(MeanEncoder(dim=8), index, config, trained=[f"i{n}" for n in range(80)])
+
+
+def feed(rec: Recommender) -> None:
+    ts = 1_700_000_000_000
+    for n in range(200):
+        user, item = f"u{n % 7}", f"i{(n * 7) % 13 if n % 3 else 5}"
+        rec.observe(make_event(user_id=user, item_id=item, ts=ts + n * 1000))
+
+
+def test_a_new_user_gets_the_trending_list() -> None:
+    rec = make_recommender(explore_rate=0.0)
+    feed(rec)
+    [shown] = rec.recommend_batch([EMPTY], [set()], 5)
+    assert [s.item_id for s in shown] == [i for i, _ in rec.trending.top(5)]
+    assert {s.source for s in shown} == {"trending"}
+    assert rec.source_weights(EMPTY) == {"ann": 0.0, "trending": 1.0, "covisit": 0.0}
+
+
+def test_the_encoder_weight_grows_with_history() -> None:
+    rec = make_recommender(blend_half_history=2.0, trending_floor=0.0)
+    short = UserState(history=("i1",), n_events=1)
+    long = UserState(history=tuple(f"i{n}" for n in range(18)), n_events=18)
+    ws, wl = rec.source_weights(short), rec.source_weights(long)
+    assert ws["ann"] == pytest.approx(1 / 3) and wl["ann"] == pytest.approx(0.9)
+    assert ws["trending"] > wl["trending"]
+
+
+def test_encoder_only_matches_the_pipelines_search() -> None:
+    rec = make_recommender(sources=("ann",), explore_rate=0.0, new_item_vectors=False)
+    state = UserState(history=("i1", "i2", "i3"), n_events=3)
+    [shown] = rec.recommend_batch([state], [set(state.history)], 10)
+    query = rec.encoder.encode([rec.index.vectors_of(state.history)])
+    expected = rec.index.search(query, 10, [set(state.history)])[0]
+    assert [s.item_id for s in shown] == [i for i, _ in expected]
+    [cold] = rec.recommend_batch([EMPTY], [set()], 10)  # the centroid query, as before
+    assert len(cold) == 10
+
+
+@given(st.integers(0, 500), st.sampled_from([0.0, 0.2, 0.5]), st.sampled_from(["fused", "catalog"]))
+def test_lists_never_show_filtered_items_and_carry_propensities(seed, rate, pool) -> None:
+    rec = make_recommender(explore_rate=rate, seed=seed, explore_from=pool)
+    feed(rec)
+    rec.index.remove("i5")
+    state = UserState(history=("i1", "i7", "i9"), purchased=("i9",), n_events=3)
+    skip = {"i1", "i7", "i9", "i40"}
+    [shown] = rec.recommend_batch([state], [skip], 10, keys=[f"k{seed}"])
+    ids = [s.item_id for s in shown]
+    assert len(ids) == len(set(ids)) == 10
+    assert not set(ids) & (skip | {"i5"})
+    assert all(0.0 < s.propensity <= 1.0 for s in shown)
+    if rate == 0.0:
+        assert all(s.propensity == 1.0 and not s.explored for s in shown)
+    explored = [s for s in shown if s.explored]
+    if pool == "catalog" and explored:  # every live, unfiltered item outside the top-k
+        assert explored[0].propensity == pytest.approx(rate / (80 - 1 - 4 - 10))
+
+
+def test_same_seed_same_lists_and_a_rate_explores_about_that_share() -> None:
+    rec = make_recommender(explore_rate=0.2, seed=4)
+    feed(rec)
+    states = [UserState(history=(f"i{n}", f"i{n + 1}"), n_events=2) for n in range(60)]
+    skip = [set(s.history) for s in states]
+    a = rec.recommend_batch(states, skip, 10)
+    assert a == rec.recommend_batch(states, skip, 10)
+    share = sum(s.explored for lst in a for s in lst) / 600
+    assert share == pytest.approx(0.2, abs=0.06)
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ValueError, match="sources"):
+        RecsysConfig(sources=("nope",))
+    with pytest.raises(ValueError, match="explore_rate"):
+        RecsysConfig(explore_rate=1.5)
+    rec = make_recommender()
+    with pytest.raises(ValueError, match="one set per state"):
+        rec.recommend_batch([EMPTY], [], 5)

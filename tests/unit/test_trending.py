@@ -1,0 +1,59 @@
+"""Trending: decay math, event-type weights, ranking and filters."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from streamrec.trending import Trending
+
+DAY_MS = 86_400_000
+
+
+def test_a_contribution_halves_every_half_life() -> None:
+    t = Trending(half_life_s=86_400)
+    t.observe("a", "click", 0)
+    assert t.score("a", 0) == pytest.approx(1.0)
+    assert t.score("a", DAY_MS) == pytest.approx(0.5)
+    assert t.score("a", 3 * DAY_MS) == pytest.approx(0.125)
+
+
+def test_score_is_the_sum_of_decayed_weighted_events() -> None:
+    t = Trending(half_life_s=3600, event_weights={"click": 1.0, "purchase": 3.0})
+    t.observe("a", "click", 0)
+    t.observe("a", "purchase", 1_800_000)
+    expected = 2 ** (-2.0) + 3.0 * 2 ** (-1.5)
+    assert t.score("a", 7_200_000) == pytest.approx(expected)
+
+
+def test_recent_events_beat_older_bursts() -> None:
+    t = Trending(half_life_s=3600)
+    for _ in range(3):
+        t.observe("old", "click", 0)
+    t.observe("new", "click", 3 * 3_600_000)  # 3 half-lives later: old is worth 3/8
+    assert [i for i, _ in t.ranked()] == ["new", "old"]
+
+
+def test_rebase_keeps_scores_over_very_long_streams() -> None:
+    t = Trending(half_life_s=1.0)
+    t.observe("a", "click", 0)
+    t.observe("b", "click", 10_000_000)  # 10^4 half-lives: forces a rebase
+    t.observe("b", "click", 10_000_000)
+    assert t.score("b") == pytest.approx(2.0)
+    assert t.score("a") == 0.0 or math.isclose(t.score("a"), 0.0, abs_tol=1e-300)
+    assert t.top(1) == [("b", pytest.approx(2.0))]
+
+
+def test_top_skips_excluded_and_unavailable_items_and_breaks_ties_by_id() -> None:
+    t = Trending(half_life_s=60)
+    for item in ("c", "b", "a", "d"):
+        t.observe(item, "click", 1000)
+    assert [i for i, _ in t.top(2)] == ["a", "b"]
+    assert [i for i, _ in t.top(2, exclude={"a"}, available=lambda i: i != "b")] == ["c", "d"]
+    assert t.top(0) == []
+
+
+def test_rejects_a_non_positive_half_life() -> None:
+    with pytest.raises(ValueError, match="half_life_s"):
+        Trending(half_life_s=0)
