@@ -45,6 +45,8 @@ unit: install
 
 bench: install
 	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python benchmarks/throughput.py --ranking fused --paced-seconds 0 \
+		--out benchmarks/THROUGHPUT_FUSED.md
 
 quality: install
 	$(BIN)/python benchmarks/quality.py

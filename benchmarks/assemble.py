@@ -14,6 +14,7 @@ HERE = Path(__file__).resolve().parent
 SECTIONS = (
     ("QUALITY.md", "Model quality (issue 4): offline leave-one-out on ML-100k"),
     ("THROUGHPUT.md", "Worker throughput and latency (issue 3 baseline)"),
+    ("THROUGHPUT_FUSED.md", "Worker throughput with fused ranking (--ranking fused)"),
     ("REPLAY.md", "Streaming replay: cold start, fusion, exploration (issue 7)"),
 )
 HEADER = """# Benchmarks
@@ -26,7 +27,8 @@ the load noted in its section, and prefer the ratios measured within one run.
 | section | script | make target |
 |---|---|---|
 | model quality | `benchmarks/quality.py` | `make quality` |
-| worker throughput | `benchmarks/throughput.py` | `make bench` |
+| worker throughput (encoder-only ranking) | `benchmarks/throughput.py` | `make bench` |
+| throughput (fused ranking) | `benchmarks/throughput.py --ranking fused` | `make bench` |
 | streaming replay | `benchmarks/replay.py` | `make replay` |
 """
 

@@ -695,7 +695,8 @@ def write_report(
         f"- libraries: {info['versions']}",
         f"- settings: {args.events:,} simulated events, {PARTITIONS} partitions, "
         f"batch_max_events {settings.batch_max_events}, poll_timeout_ms "
-        f"{settings.poll_timeout_ms}, encoder_threads {settings.encoder_threads}, top_k "
+        f"{settings.poll_timeout_ms}, ranking {settings.ranking}, "
+        f"encoder_threads {settings.encoder_threads}, top_k "
         f"{settings.top_k}, hnsw ef_search {settings.hnsw_ef_search}, history_max_len "
         f"{settings.history_max_len}",
         f"- model: {meta.version} (dim {meta.dim}, max_len {meta.max_len}, "
@@ -768,6 +769,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--db-url", default=None, help="worker database (default: temp SQLite file)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/THROUGHPUT.md"))
     p.add_argument("--batch-max-events", type=int, default=None, help="default: Settings'")
+    p.add_argument(
+        "--ranking",
+        choices=["encoder", "fused"],
+        default="encoder",
+        help="worker ranking; 'encoder' matches the encode/search stages timed alone",
+    )
     p.add_argument("--paced-seconds", type=float, default=20.0, help="0 skips the paced run")
     p.add_argument(
         "--paced-fraction",
@@ -797,6 +804,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 db_url=args.db_url or f"sqlite:///{tmp / 'worker.db'}",
                 metrics_port=0,
                 batch_max_events=args.batch_max_events,
+                ranking=args.ranking,
                 log_level="WARNING",
             )
             return _benchmark(args, info, settings, broker, tmp)

@@ -58,7 +58,7 @@ LATENCY_BUCKETS = (
     10.0,
     30.0,
 )
-STAGES = ("decode", "store", "encode", "search", "publish")
+STAGES = ("decode", "store", "encode", "search", "rank", "publish")
 OUTCOMES = ("recommended", "duplicate", "dead_letter", "fenced")
 LAG_INTERVAL_S = 5.0
 # the loop must stay well inside max_poll_interval_ms while it asks for end offsets
