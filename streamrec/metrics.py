@@ -65,11 +65,20 @@ LAG_INTERVAL_S = 5.0
 LAG_TIMEOUT_MS = 1000
 
 
+class IndexCounts(Protocol):
+    """Live and deleted-but-not-compacted counts (``streamrec.index.IndexStats``)."""
+
+    @property
+    def live(self) -> int: ...
+
+    @property
+    def deleted(self) -> int: ...
+
+
 class IndexLike(Protocol):
     """What the metrics read from the item index (``streamrec.index.ItemIndex``)."""
 
-    @property
-    def size(self) -> int: ...
+    def stats(self) -> IndexCounts: ...
 
 
 class LagConsumer(Protocol):
@@ -83,18 +92,9 @@ class LagConsumer(Protocol):
 
 
 def index_counts(index: IndexLike) -> tuple[int, int]:
-    """(live, deleted-but-still-in-the-graph) item counts of an index.
-
-    Uses ``index.stats()`` when the index has it (``.live``, ``.deleted``), else the number of
-    labels in its id map.
-    """
-    stats = getattr(index, "stats", None)
-    if callable(stats):
-        s = stats()
-        return int(s.live), int(s.deleted)
-    live = int(index.size)
-    total = len(getattr(index, "_ids", ()))
-    return live, max(0, total - live)
+    """(live, deleted-but-still-in-the-graph) item counts of an index."""
+    stats = index.stats()
+    return int(stats.live), int(stats.deleted)
 
 
 def consumer_lag(

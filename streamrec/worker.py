@@ -41,7 +41,6 @@ from streamrec.state import BatchWrite, OutboxMessage, Store
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 5.0
-# Until config.py has settings for them (max_event_future_ms, max_event_age_ms):
 
 
 def before_commit(write: BatchWrite) -> None:
@@ -450,9 +449,8 @@ class Worker:
                 fut = self.producer.send(
                     msg.topic, key=msg.key, value=msg.value, headers=list(msg.headers)
                 )
-            except MessageSizeTooLargeError:
-                # only a dead letter can be this large (its value is the input record's)
-                if msg.topic == self.settings.dlq_topic and self._send_truncated(msg):
+            except MessageSizeTooLargeError:  # refused by the client's own size check
+                if self._send_truncated(msg):
                     acked.append(msg.id or 0)
                 continue
             except KafkaError as exc:  # no metadata within max_block_ms: broker unreachable
@@ -471,8 +469,8 @@ class Worker:
                 continue
             try:
                 fut.get(timeout=0)
-            except MessageSizeTooLargeError:
-                if msg.topic == self.settings.dlq_topic and self._send_truncated(msg):
+            except MessageSizeTooLargeError:  # refused by the broker
+                if self._send_truncated(msg):
                     acked.append(msg.id or 0)
                 continue
             except KafkaError as exc:
@@ -490,7 +488,11 @@ class Worker:
         return len(acked) == len(messages)
 
     def _send_truncated(self, msg: OutboxMessage) -> bool:
+        """Publish an oversized dead letter cut to max_event_bytes; False for other topics
+        (only a dead letter, which carries the input record, can be this large)."""
         assert self.producer is not None
+        if msg.topic != self.settings.dlq_topic:
+            return False
         value = (msg.value or b"")[: self.settings.max_event_bytes]
         headers = [*list(msg.headers), ("x-streamrec-truncated", b"true")]
         try:

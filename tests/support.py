@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +15,7 @@ from kafka.structs import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamrec.config import Settings
+from streamrec.events import Event, encode_event
 from streamrec.httpserver import OpsServer
 from streamrec.worker import Worker
 
@@ -77,32 +78,50 @@ def producer(settings: Settings, **kwargs: Any) -> KafkaProducer:
     return KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", **kwargs)
 
 
-def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 60) -> list[Any]:
-    """Read records until ``expected`` arrived (counting records) or the timeout."""
+def read_topic(
+    bootstrap: str,
+    topic: str,
+    expected: int | Callable[[list[Any]], bool],
+    timeout_s: float = 60,
+) -> list[Any]:
+    """Read a topic from the beginning until ``expected`` records arrived (a count, or a
+    predicate on the records read so far) or the timeout, then one more second to catch
+    records beyond it (duplicates). Counts records: never trusts end offsets."""
+    done = expected if callable(expected) else (lambda got: len(got) >= expected)
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
-    parts: set[int] | None = None
-    deadline = time.monotonic() + timeout_s
-    while not parts and time.monotonic() < deadline:
-        parts = consumer.partitions_for_topic(topic)
-        time.sleep(0.1)
-    tps = [TopicPartition(topic, p) for p in sorted(parts or [])]
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
-    out: list[Any] = []
-    while len(out) < expected and time.monotonic() < deadline:
-        for batch in consumer.poll(timeout_ms=200).values():
-            out.extend(batch)
-    # a short grace period to catch records beyond the expected count (duplicates)
-    grace = time.monotonic() + 1.0
-    while time.monotonic() < grace:
-        for batch in consumer.poll(timeout_ms=200).values():
-            out.extend(batch)
-    consumer.close()
-    return out
+    try:
+        deadline = time.monotonic() + timeout_s
+        parts: set[int] = set()
+        while not parts and time.monotonic() < deadline:
+            parts = consumer.partitions_for_topic(topic) or set()
+            time.sleep(0.1)
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        out: list[Any] = []
+        while not done(out) and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=200).values():
+                out.extend(batch)
+        grace = time.monotonic() + 1.0
+        while time.monotonic() < grace:
+            for batch in consumer.poll(timeout_ms=200).values():
+                out.extend(batch)
+        return out
+    finally:
+        consumer.close()
+
+
+def send_events(settings: Settings, events: Sequence[Event], linger_ms: int = 5) -> None:
+    """Produce events keyed by user with a plain kafka-python producer, as a user would."""
+    prod = producer(settings, linger_ms=linger_ms)
+    for e in events:
+        prod.send(settings.events_topic, key=e.user_id.encode(), value=encode_event(e))
+    prod.flush(30)
+    prod.close()
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

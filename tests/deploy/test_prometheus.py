@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 from opsfiles import PROMETHEUS
-from support import producer, read_topic, running_worker
+from support import read_topic, running_worker, send_events
 
 from streamrec.config import Settings
-from streamrec.events import Event, encode_event
+from streamrec.events import Event
 from streamrec.kafka_io import ensure_topics
 from streamrec.modelfiles import read_model_dir
 
@@ -109,11 +109,7 @@ def test_real_prometheus_scrapes_a_running_worker(settings: Settings, tmp_path: 
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     with running_worker(settings) as running:
-        prod = producer(settings, linger_ms=0)
-        for e in events:
-            prod.send(settings.events_topic, key=e.user_id.encode(), value=encode_event(e))
-        prod.flush(30)
-        prod.close()
+        send_events(settings, events, linger_ms=0)
         assert len(read_topic(settings.bootstrap_servers, settings.recs_topic, 12)) == 12
         target = running.url.removeprefix("http://")
         config = tmp_path / "prometheus.yml"

@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from support import producer, read_topic, running_worker, scrape
+from support import read_topic, running_worker, scrape, send_events
 
 from streamrec.config import Settings
-from streamrec.events import Event, encode_event
+from streamrec.events import Event
 from streamrec.kafka_io import ensure_topics
 from streamrec.modelfiles import read_model_dir
 
@@ -27,11 +27,7 @@ def test_lag_index_health_and_quality_are_exported(settings: Settings) -> None:
         for i in range(40)
     ]
     with running_worker(settings) as running:
-        prod = producer(settings, linger_ms=0)
-        for e in events:
-            prod.send(settings.events_topic, key=e.user_id.encode(), value=encode_event(e))
-        prod.flush(30)
-        prod.close()
+        send_events(settings, events, linger_ms=0)
         assert len(read_topic(settings.bootstrap_servers, settings.recs_topic, 40)) == 40
         deadline = time.monotonic() + 15
         while True:

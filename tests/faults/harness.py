@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
-from kafka.structs import TopicPartition
+from kafka import KafkaProducer
 from sqlalchemy import func, select
+from support import read_topic
 
 from streamrec.broker import free_port
 from streamrec.config import Settings, load_settings
@@ -309,6 +309,15 @@ class DbProbe:
         with self.store.engine.connect() as conn:
             return {int(p): int(o or 0) for p, o in conn.execute(q)}
 
+    def restart(self, name: str, timeout_s: float = 120) -> tuple[WorkerProc, float]:
+        """Start a worker and wait for its first applied event; returns it and the seconds
+        from start to that event (the recovery time the report shows)."""
+        before = self.applied()
+        start = time.monotonic()
+        worker = self.world.start_worker(name, ready=False)
+        self.wait_applied(before + 1, timeout_s, [worker])
+        return worker, time.monotonic() - start
+
     def wait_applied(self, at_least: int, timeout_s: float, workers: Sequence[WorkerProc] = ()):
         """Wait until at least this many events are applied; returns seconds waited."""
         start = time.monotonic()
@@ -334,37 +343,6 @@ def wait_until(pred: Callable[[], bool], timeout_s: float, what: str) -> float:
         assert time.monotonic() - start < timeout_s, f"timed out: {what}"
         time.sleep(0.1)
     return time.monotonic() - start
-
-
-def read_topic(
-    bootstrap: str, topic: str, done: Callable[[list[Any]], bool], timeout_s: float = 60
-) -> list[Any]:
-    """All records of a topic: read until ``done(records)``, then one more second."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-    )
-    try:
-        deadline = time.monotonic() + timeout_s
-        parts: set[int] = set()
-        while not parts and time.monotonic() < deadline:
-            parts = consumer.partitions_for_topic(topic) or set()
-            time.sleep(0.1)
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        out: list[Any] = []
-        while not done(out) and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=200).values():
-                out.extend(batch)
-        grace = time.monotonic() + 1.0
-        while time.monotonic() < grace:
-            for batch in consumer.poll(timeout_ms=200).values():
-                out.extend(batch)
-        return out
-    finally:
-        consumer.close()
 
 
 def distinct_event_ids(records: list[Any]) -> set[str]:

@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from support import producer, read_topic, running_worker, scrape
+from support import producer, read_topic, running_worker, scrape, send_events
 
 from streamrec.config import Settings
 from streamrec.events import CatalogOp, Event, encode_catalog, encode_event
@@ -44,14 +44,6 @@ def _send_catalog(settings: Settings, ops: list[CatalogOp]) -> None:
     prod.close()
 
 
-def _send_events(settings: Settings, events: list[Event]) -> None:
-    prod = producer(settings, linger_ms=5)
-    for e in events:
-        prod.send(settings.events_topic, key=e.user_id.encode(), value=encode_event(e))
-    prod.flush(30)
-    prod.close()
-
-
 def _purchased_after_each(events: list[Event]) -> dict[str, set[str]]:
     """For each event id, the items its user had purchased once the event was applied."""
     bought: dict[str, set[str]] = {}
@@ -78,7 +70,7 @@ def test_500_events_one_recommendation_each(settings: Settings) -> None:
         while any(running.worker.model.index.is_live(i) for i in deleted_during):
             assert time.monotonic() < deadline, "catalog deletes not applied within 20 s"
             time.sleep(0.05)
-        _send_events(settings, events)
+        send_events(settings, events)
         records = read_topic(settings.bootstrap_servers, settings.recs_topic, expected=500)
         metrics = scrape(running.url)
 
@@ -200,7 +192,7 @@ def test_catalog_upsert_makes_a_new_item_searchable(settings: Settings) -> None:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         event = Event("e-new-1", "user-x", model.item_ids[0], "click", 1)
-        _send_events(settings, [event])
+        send_events(settings, [event])
         (rec,) = read_topic(settings.bootstrap_servers, settings.recs_topic, expected=1)
     assert running.worker.model.index.size == model.meta.num_items + 1
     assert "brand-new" in {it["item_id"] for it in json.loads(rec.value)["items"]}
@@ -223,7 +215,7 @@ def test_output_topic_is_readable_with_confluent_kafka(settings: Settings) -> No
     items = read_model_dir(settings.model_dir).item_ids
     events = _events(20, items[:20], seed=9)
     with running_worker(settings):
-        _send_events(settings, events)
+        send_events(settings, events)
         consumer = confluent_kafka.Consumer(
             {
                 "bootstrap.servers": settings.bootstrap_servers,
