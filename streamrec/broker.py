@@ -91,11 +91,17 @@ class EmbeddedBroker:
     def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
         """Start the broker and wait until it accepts connections."""
         cmd = broker_command(self.port, self.host)
+        # its own session: a Ctrl-C meant for us must not kill the broker before our clients
+        # have drained; stop() ends it
         if self.log_path is not None:
             with open(self.log_path, "ab") as out:  # the child keeps its own descriptor
-                self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+                self._proc = subprocess.Popen(
+                    cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                )
         else:
-            self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            self._proc = subprocess.Popen(
+                cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+            )
         if not wait_for_port(self.host, self.port, timeout_s):
             self.stop()
             raise BrokerError(f"embedded broker did not start on {self.bootstrap}")
