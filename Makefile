@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch is pinned to the CPU build (==2.13.0) in pyproject.toml; never let a range pull CUDA.
 EXTRAS := train,dev,bench
 
-.PHONY: faults install demo test lint typecheck unit integration bench quality replay clean prometheus
+.PHONY: faults install demo test lint typecheck unit integration bench quality tune replay clean prometheus
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ bench: install
 
 quality: install
 	$(BIN)/python benchmarks/quality.py
+
+# chooses the ranking defaults on a validation window (70-80 % of ML-100k by time)
+tune: install
+	$(BIN)/python benchmarks/tune.py
 
 replay: install
 	$(BIN)/python benchmarks/replay.py

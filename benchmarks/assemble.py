@@ -15,6 +15,7 @@ SECTIONS = (
     ("QUALITY.md", "Model quality (issue 4): offline leave-one-out on ML-100k"),
     ("THROUGHPUT.md", "Worker throughput and latency (issue 3 baseline)"),
     ("THROUGHPUT_FUSED.md", "Worker throughput with fused ranking (--ranking fused)"),
+    ("TUNING.md", "Ranking defaults chosen on a validation window (issue 7)"),
     ("REPLAY.md", "Streaming replay: cold start, fusion, exploration (issue 7)"),
 )
 HEADER = """# Benchmarks
@@ -29,6 +30,7 @@ the load noted in its section, and prefer the ratios measured within one run.
 | model quality | `benchmarks/quality.py` | `make quality` |
 | worker throughput (encoder-only ranking) | `benchmarks/throughput.py` | `make bench` |
 | throughput (fused ranking) | `benchmarks/throughput.py --ranking fused` | `make bench` |
+| ranking defaults (validation window) | `benchmarks/tune.py` | `make tune` |
 | streaming replay | `benchmarks/replay.py` | `make replay` |
 """
 

@@ -5,7 +5,8 @@
 Trains the encoder on the first 80% of the events by time (unless --model already holds such a
 model), replays the rest test-then-train for every ablation row of
 ``streamrec.replay_cli.ablation_configs`` and writes ``REPLAY.md``, ``replay.json`` and
-``replay_segments.png`` next to this script.
+``replay_segments.png`` next to this script. The rows derive from the worker's default settings,
+which ``benchmarks/tune.py`` chose on an earlier validation window (never on this one).
 """
 
 from __future__ import annotations
@@ -98,13 +99,11 @@ def write_markdown(report: dict, path: Path) -> None:
 @click.option("--data", default="../shared/datasets/ml-100k/u.data", show_default=True)
 @click.option("--model", default="/tmp/replay-ml100k/model", show_default=True)
 @click.option("--fraction", default=0.8, show_default=True)
-@click.option("--explore-rate", default=0.1, show_default=True)
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--epochs", default=40, show_default=True)
-def main(
-    data: str, model: str, fraction: float, explore_rate: float, batch_size: int, epochs: int
-) -> None:
+def main(data: str, model: str, fraction: float, batch_size: int, epochs: int) -> None:
     """Run every ablation row and write REPLAY.md, replay.json and the plot."""
+    from streamrec.config import load_settings
     from streamrec.encoder import OnnxEncoder
     from streamrec.modelfiles import read_model_dir
     from streamrec.recsys import RecsysConfig
@@ -130,9 +129,10 @@ def main(
     check_no_leakage(files, replay_data.warmup)
     encoder = OnnxEncoder(files.encoder_path(), files.meta.dim, files.meta.max_len, 1)
     started = time.perf_counter()
+    settings = load_settings()
     rows = {
-        name: replay_config(replay_data, encoder, config, name, batch_size)
-        for name, config in ablation_configs(RecsysConfig(), explore_rate, "catalog").items()
+        name: replay_config(replay_data, encoder, config, name, batch_size, settings=settings)
+        for name, config in ablation_configs(RecsysConfig.from_settings(settings)).items()
     }
     report = {
         "data": data,

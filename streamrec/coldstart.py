@@ -4,7 +4,7 @@ A new item (not among the trained items) gets a vector as soon as it co-occurs w
 item in some user's recent window (``covisit.CoVisitation``)::
 
     cooc(x) = direction of  sum_j c(x, j) * v_j   over trained neighbours j,
-              scaled to the weighted mean norm of those v_j
+              scaled to the weighted mean norm of those v_j, times n(x) / (n(x) + prior)
 
 (the mean of the vectors of the items it is consumed with: item2vec-style, no training). When the
 catalog carried content features (a ``vector`` on the catalog record), they are blended in with
@@ -12,7 +12,9 @@ the weight of ``content_weight`` co-occurrences::
 
     v(x) = (content_weight * content(x) + n(x) * cooc(x)) / (content_weight + n(x))
 
-where ``n(x)`` is the total co-occurrence weight with trained items. The vector is written to
+where ``n(x)`` is the total co-occurrence weight with trained items. The ``prior`` shrinks
+the vectors of items with little evidence: in inner-product search a full-norm average of
+popular neighbours outranks the items a user actually wants. The vector is written to
 the index in the same call that saw the evidence, so the item is searchable at once (well
 within a second of the event).
 """
@@ -35,6 +37,8 @@ class NewItemVectors:
         trained: ids of the items the model was trained on (they keep their vectors).
         covisit: the co-visitation counts the evidence comes from.
         content_weight: weight of catalog content vectors, in co-occurrence units.
+        prior: co-occurrence weight at which the evidence vector has half its full norm
+            (0: full norm from the first co-occurrence).
     """
 
     def __init__(
@@ -43,11 +47,15 @@ class NewItemVectors:
         trained: Collection[str],
         covisit: CoVisitation,
         content_weight: float = 2.0,
+        prior: float = 0.0,
     ) -> None:
+        if prior < 0:
+            raise ValueError(f"prior must be >= 0, got {prior}")
         self.index = index
         self.trained = frozenset(trained)
         self.covisit = covisit
         self.content_weight = content_weight
+        self.prior = prior
         self._content: dict[str, np.ndarray] = {}
         self.updates = 0  # vectors written (for metrics and tests)
 
@@ -92,11 +100,11 @@ class NewItemVectors:
         norm = float(np.linalg.norm(mean))
         if norm == 0.0:
             return content
-        target_norm = float((w * np.linalg.norm(vecs, axis=1)).sum() / w.sum())
+        n = float(w.sum())
+        target_norm = float((w * np.linalg.norm(vecs, axis=1)).sum() / n) * n / (n + self.prior)
         cooc = mean / norm * target_norm
         if content is None or content.shape != cooc.shape:
             return cooc.astype(np.float32)
-        n = float(w.sum())
         blended = (self.content_weight * content + n * cooc) / (self.content_weight + n)
         return blended.astype(np.float32)
 

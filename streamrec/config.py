@@ -60,15 +60,43 @@ class Settings(BaseSettings):
     ranking: Literal["fused", "encoder"] = Field(
         "fused", description="fused sources (encoder, trending, co-visitation) or encoder only"
     )
-    explore_rate: float = Field(
-        0.05, ge=0.0, le=1.0, description="probability that a slot shows an exploration item"
+    fusion_method: Literal["rrf", "score"] = Field(
+        "rrf", description="merge of the candidate sources: reciprocal rank or min-max scores"
     )
+    fusion_rrf_k: float = Field(60.0, ge=0, description="the reciprocal-rank fusion constant")
+    weight_ann: float = Field(1.0, ge=0, description="fusion weight of the encoder's candidates")
+    weight_trending: float = Field(1.0, ge=0, description="fusion weight of the trending list")
+    weight_covisit: float = Field(1.0, ge=0, description="fusion weight of co-visitation")
+    blend_half_history: float = Field(
+        3.0, ge=0, description="history length at which the encoder gets half its weight"
+    )
+    trending_floor: float = Field(
+        0.2, ge=0, le=1, description="share of the trending weight kept for long histories"
+    )
+    candidate_pool: int = Field(100, ge=1, le=10000, description="candidates per source")
+    explore_rate: float = Field(
+        0.05, ge=0.0, lt=1.0, description="probability that a slot shows an exploration item"
+    )
+    explore_from: Literal["ann", "fused", "catalog"] = Field(
+        "ann", description="exploration pool: encoder candidates, fused tail or whole catalog"
+    )
+    explore_pool: int = Field(100, ge=1, description="size of the ann and fused pools")
     explore_seed: int = Field(0, description="seed of the exploration policy (per event id)")
     trending_half_life_s: float = Field(
         7 * 86400.0, gt=0, description="half-life of the trending list, in event-time seconds"
     )
+    covisit_window: int = Field(20, ge=1, description="earlier events of a user paired per event")
+    covisit_half_life_s: float = Field(
+        0.0, ge=0, description="half-life of co-visitation counts, event-time seconds (0: none)"
+    )
     purchase_weight: float = Field(
         3.0, ge=0, description="weight of a purchase relative to a click (trending, co-visitation)"
+    )
+    new_item_vectors: bool = Field(
+        True, description="vectors for never-trained items from co-occurrence evidence"
+    )
+    new_item_prior: float = Field(
+        0.0, ge=0, description="co-occurrence weight at which a new item's vector has half norm"
     )
     unknown_item_policy: Literal["accept", "dlq"] = Field(
         "accept", description="events for items in neither model nor catalog: keep or dead-letter"

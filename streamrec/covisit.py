@@ -5,6 +5,12 @@ Every event of a user is paired with that user's previous ``window`` events (a s
 more than a click (weights per event type, ``DEFAULT_EVENT_WEIGHTS``). A pair of the same item
 is not counted.
 
+With a ``half_life_s``, every pair's contribution halves every half-life of *event time* (the
+events' ``ts``, as in ``streamrec.trending``): old co-occurrences fade, and a count rebuilt
+from the recent part of the stream approximates the count of a long-running worker. Counts are
+stored rescaled to an anchor time, so decaying costs nothing per event (a common factor does not
+change any ranking); ``neighbors`` and ``count`` return the decayed values.
+
 Memory stays bounded per item: when an item has more than ``2 * max_neighbors`` neighbours the
 weakest are dropped down to ``max_neighbors`` (a standard approximation: rare pairs are the
 ones forgotten). The per-user windows are bounded by ``max_users`` (least recently active users
@@ -16,10 +22,13 @@ history item weighted by ``recency_decay ** age`` (age 0 = latest), scores summe
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 
 from streamrec.trending import DEFAULT_EVENT_WEIGHTS
+
+_REBASE_HALF_LIVES = 256.0  # rescale every count once the factor reaches 2**256
 
 
 class CoVisitation:
@@ -30,6 +39,8 @@ class CoVisitation:
         event_weights: weight per event type (unknown types count 1.0).
         max_neighbors: neighbours kept per item (see module docstring).
         max_users: users whose recent window is remembered.
+        half_life_s: half-life of a pair's contribution in event-time seconds (None: no
+            decay).
     """
 
     def __init__(
@@ -38,9 +49,15 @@ class CoVisitation:
         event_weights: Mapping[str, float] = DEFAULT_EVENT_WEIGHTS,
         max_neighbors: int = 200,
         max_users: int = 1_000_000,
+        half_life_s: float | None = None,
     ) -> None:
         if window < 1 or max_neighbors < 1 or max_users < 1:
             raise ValueError("window, max_neighbors and max_users must be >= 1")
+        if half_life_s is not None and half_life_s <= 0:
+            raise ValueError(f"half_life_s must be > 0 or None, got {half_life_s}")
+        self.half_life_ms = None if half_life_s is None else half_life_s * 1000.0
+        self._anchor_ms: float | None = None
+        self._now_ms = 0.0
         self.window = window
         self.event_weights = dict(event_weights)
         self.max_neighbors = max_neighbors
@@ -48,9 +65,16 @@ class CoVisitation:
         self._recent: OrderedDict[str, deque[tuple[str, float]]] = OrderedDict()
         self._counts: dict[str, dict[str, float]] = {}
 
-    def observe(self, user_id: str, item_id: str, event_type: str) -> list[str]:
-        """Count one event; returns the items it was paired with (oldest first)."""
+    def observe(
+        self, user_id: str, item_id: str, event_type: str, ts_ms: int | None = None
+    ) -> list[str]:
+        """Count one event (at event time ``ts_ms``, needed only with a half-life).
+
+        Returns:
+            the items it was paired with (oldest first).
+        """
         weight = self.event_weights.get(event_type, 1.0)
+        boost = self._boost(ts_ms)
         recent = self._recent.get(user_id)
         if recent is None:
             recent = deque(maxlen=self.window)
@@ -63,7 +87,7 @@ class CoVisitation:
         for other, other_weight in recent:
             if other == item_id:
                 continue
-            pair = weight * other_weight
+            pair = weight * other_weight * boost
             self._bump(item_id, other, pair)
             self._bump(other, item_id, pair)
             paired.append(other)
@@ -71,12 +95,39 @@ class CoVisitation:
         return paired
 
     def neighbors(self, item_id: str) -> Mapping[str, float]:
-        """Co-visitation weights of ``item_id`` with every remembered neighbour."""
-        return self._counts.get(item_id, {})
+        """Co-visitation weights (decayed to the latest event time) of ``item_id``."""
+        row = self._counts.get(item_id, {})
+        factor = self._factor()
+        return row if factor == 1.0 else {other: w * factor for other, w in row.items()}
 
     def count(self, a: str, b: str) -> float:
-        """The co-visitation weight of the pair (symmetric)."""
-        return self._counts.get(a, {}).get(b, 0.0)
+        """The co-visitation weight of the pair (symmetric, decayed)."""
+        return self._counts.get(a, {}).get(b, 0.0) * self._factor()
+
+    def _boost(self, ts_ms: int | None) -> float:
+        """Scale of a contribution at ``ts_ms`` relative to the anchor (1 without decay)."""
+        if self.half_life_ms is None or ts_ms is None:
+            return 1.0
+        if self._anchor_ms is None:
+            self._anchor_ms = float(ts_ms)
+        self._now_ms = max(self._now_ms, float(ts_ms))
+        if (ts_ms - self._anchor_ms) / self.half_life_ms > _REBASE_HALF_LIVES:
+            self._rebase(float(ts_ms))
+        return float(2.0 ** ((ts_ms - self._anchor_ms) / self.half_life_ms))
+
+    def _factor(self) -> float:
+        """Stored counts times this factor are the counts decayed to the latest event."""
+        if self.half_life_ms is None or self._anchor_ms is None:
+            return 1.0
+        return float(2.0 ** (-(self._now_ms - self._anchor_ms) / self.half_life_ms))
+
+    def _rebase(self, new_anchor_ms: float) -> None:
+        assert self._anchor_ms is not None and self.half_life_ms is not None
+        scale = 2.0 ** (-(new_anchor_ms - self._anchor_ms) / self.half_life_ms)
+        for row in self._counts.values():
+            for other in row:
+                row[other] *= scale
+        self._anchor_ms = new_anchor_ms
 
     def candidates(
         self,
@@ -97,17 +148,12 @@ class CoVisitation:
             factor = recency_decay**age
             for other, weight in self._counts.get(item, {}).items():
                 scores[other] = scores.get(other, 0.0) + factor * weight
-        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
-        out = []
-        for item_id, score in ranked:
-            if (exclude and item_id in exclude) or (
-                available is not None and not available(item_id)
-            ):
-                continue
-            out.append((item_id, score))
-            if len(out) >= n:
-                break
-        return out
+        keep = [
+            (item_id, score)
+            for item_id, score in scores.items()
+            if not (exclude and item_id in exclude) and (available is None or available(item_id))
+        ]
+        return heapq.nsmallest(n, keep, key=lambda kv: (-kv[1], kv[0]))
 
     def _bump(self, a: str, b: str, weight: float) -> None:
         row = self._counts.get(a)

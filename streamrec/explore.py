@@ -7,6 +7,10 @@ pool (candidates from *outside* the exploit top-k, already filtered):
 2. exploit slots take the exploit ranking in order;
 3. exploration slots take items drawn uniformly, without replacement, from the pool.
 
+A pool is any ``ExplorePool``: its size and a uniform draw. ``ListPool`` wraps a ranked list
+(e.g. candidates beyond the top-k); ``streamrec.recsys`` also samples the whole live catalog
+through the index without materialising it (rejection sampling keeps the draw uniform).
+
 Because the draws are that simple, the probability the policy had of showing an item in a
 slot is exact and cheap (slots numbered from 0; ``r`` = the item's exploit rank from 0;
 ``m`` = pool size)::
@@ -29,6 +33,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from math import comb
+from typing import Protocol
 
 import numpy as np
 
@@ -54,6 +59,30 @@ class ShownItem:
     source: str
 
 
+class ExplorePool(Protocol):
+    """Exploration candidates: disjoint from the exploit top-k and already filtered."""
+
+    def __len__(self) -> int: ...
+
+    def draw(self, rng: np.random.Generator, n: int) -> list[Fused]:
+        """``n`` distinct items drawn uniformly without replacement (``n <= len(self)``)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ListPool:
+    """A pool over an explicit list of candidates."""
+
+    items: Sequence[Fused]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def draw(self, rng: np.random.Generator, n: int) -> list[Fused]:
+        """``n`` distinct items, uniformly without replacement."""
+        return [self.items[int(i)] for i in rng.permutation(len(self.items))[:n]]
+
+
 def exploit_propensity(slot: int, rank: int, epsilon: float) -> float:
     """Probability that the exploit item of rank ``rank`` lands in ``slot`` (both from 0)."""
     if rank > slot or rank < 0:
@@ -72,14 +101,16 @@ def request_rng(seed: int, key: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest, "big"))
 
 
-def explores(exploit: Sequence[Fused], pool: Sequence[Fused], k: int, epsilon: float) -> bool:
+def explores(
+    exploit: Sequence[Fused], pool: Sequence[Fused] | ExplorePool, k: int, epsilon: float
+) -> bool:
     """Whether a request with these candidates is served with exploration."""
     return epsilon > 0 and len(exploit) >= k and len(pool) >= k
 
 
 def epsilon_slots(
     exploit: Sequence[Fused],
-    pool: Sequence[Fused],
+    pool: Sequence[Fused] | ExplorePool,
     k: int,
     epsilon: float,
     rng: np.random.Generator,
@@ -88,7 +119,8 @@ def epsilon_slots(
 
     Args:
         exploit: the exploit ranking, best first (at least ``k`` items to explore at all).
-        pool: exploration candidates, disjoint from ``exploit[:k]`` and already filtered.
+        pool: exploration candidates (a list or an ``ExplorePool``), disjoint from
+            ``exploit[:k]`` and already filtered.
         k: slots to fill.
         epsilon: probability that a slot explores, in [0, 1).
         rng: the request's generator (``request_rng``).
@@ -98,14 +130,15 @@ def epsilon_slots(
     if not explores(exploit, pool, k, epsilon):
         return [ShownItem(f.item_id, f.score, 1.0, False, f.source) for f in exploit[:k]]
     flips = rng.random(k) < epsilon
-    order = rng.permutation(len(pool))
+    source = _as_pool(pool)
+    drawn = iter(source.draw(rng, int(flips.sum())))
+    p_explore = explore_propensity(epsilon, len(source))
     shown: list[ShownItem] = []
-    rank = drawn = 0
+    rank = 0
     for slot in range(k):
         if flips[slot]:
-            f = pool[int(order[drawn])]
-            drawn += 1
-            p = explore_propensity(epsilon, len(pool))
+            f = next(drawn)
+            p = p_explore
             shown.append(ShownItem(f.item_id, f.score, p, True, f.source))
         else:
             f = exploit[rank]
@@ -113,3 +146,7 @@ def epsilon_slots(
             shown.append(ShownItem(f.item_id, f.score, p, False, f.source))
             rank += 1
     return shown
+
+
+def _as_pool(pool: Sequence[Fused] | ExplorePool) -> ExplorePool:
+    return ListPool(pool) if isinstance(pool, Sequence) else pool

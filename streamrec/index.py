@@ -101,6 +101,39 @@ class ItemIndex:
                 self._graph.mark_deleted(label)
         self._set_live(label, available)
 
+    def live_count(self, exclude: Iterable[str] = ()) -> int:
+        """Live items not in ``exclude``."""
+        return self.size - sum(1 for i in set(exclude) if self.is_live(i))
+
+    def sample_live(self, rng: np.random.Generator, n: int, exclude: set[str]) -> list[str]:
+        """``n`` distinct live items not in ``exclude``, uniformly without replacement.
+
+        Rejection sampling over the labels costs O(n) draws while most items are eligible;
+        when too many draws are rejected it falls back to listing the eligible items.
+
+        Raises:
+            ValueError: fewer than ``n`` items are eligible.
+        """
+        total = len(self._ids)
+        chosen: dict[int, None] = {}  # insertion-ordered: the draw order is the result order
+        budget = 8 * n + 64
+        while total and len(chosen) < n and budget > 0:
+            label = int(rng.integers(total))
+            budget -= 1
+            if self._live[label] and label not in chosen and self._ids[label] not in exclude:
+                chosen[label] = None
+        if len(chosen) < n:
+            eligible = [
+                lab
+                for lab in np.flatnonzero(self._live[:total]).tolist()
+                if lab not in chosen and self._ids[lab] not in exclude
+            ]
+            if len(eligible) < n - len(chosen):
+                raise ValueError(f"only {len(chosen) + len(eligible)} eligible items, need {n}")
+            for i in rng.permutation(len(eligible))[: n - len(chosen)].tolist():
+                chosen[eligible[i]] = None
+        return [self._ids[lab] for lab in chosen]
+
     def remove(self, item_id: str) -> None:
         """Make an item unsearchable (its vector stays for histories that contain it)."""
         label = self._label.get(item_id)

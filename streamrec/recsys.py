@@ -20,8 +20,15 @@ pipeline's encode -> search -> rank steps for a batch of user states:
    A new user (``n = 0``) therefore gets the trending list; a long history is mostly the
    encoder. When ``ann`` is the only source it is used even for ``n = 0`` (querying the
    catalog centroid, the pipeline's old behaviour).
-3. **Exploration** (``explore.epsilon_slots``): some slots show items from the fused ranking
-   beyond the top-k; every item carries its propensity and whether it was explored.
+   When the fused list is shorter than ``k`` (a new user before any trending evidence exists,
+   e.g. on a fresh deployment) it is filled up with the encoder's neighbours of the catalog
+   centroid, so every list holds ``k`` items while the catalog has them.
+3. **Exploration** (``explore.epsilon_slots``): each slot explores with probability
+   ``explore_rate``, showing an item drawn uniformly from a pool outside the exploit top-k
+   (``explore_from``): ``"ann"`` (the encoder's candidates: personal, and the widest
+   coverage per explored slot among the relevant pools), ``"fused"`` (the fused ranking beyond
+   the top-k) or ``"catalog"`` (every live item: widest, but propensities of ``rate / catalog
+   size``). Every item carries its propensity and whether it was explored.
 
 Event-type weights (a purchase counts more than a click) apply to trending and co-visitation.
 """
@@ -30,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -38,13 +45,17 @@ from streamrec.coldstart import NewItemVectors
 from streamrec.covisit import CoVisitation
 from streamrec.encoder import Encoder
 from streamrec.events import CatalogOp, Event
-from streamrec.explore import ShownItem, epsilon_slots, request_rng
+from streamrec.explore import ExplorePool, ListPool, ShownItem, epsilon_slots, request_rng
 from streamrec.fusion import Candidates, Fused, FusionMethod, fuse
 from streamrec.history import UserState
 from streamrec.index import ItemIndex
 from streamrec.trending import Trending
 
+if TYPE_CHECKING:
+    from streamrec.config import Settings
+
 SOURCES = ("ann", "trending", "covisit")
+ExploreFrom = Literal["ann", "fused", "catalog"]
 
 
 @dataclass(frozen=True)
@@ -67,14 +78,17 @@ class RecsysConfig:
         covisit_window: previous events of a user each event is paired with.
         covisit_recent: latest history items whose neighbours are candidates.
         covisit_max_neighbors: neighbours kept per item.
+        covisit_half_life_s: half-life of co-visitation counts in event-time seconds (None:
+            counts never decay).
         new_item_vectors: give never-trained items vectors from co-occurrence evidence.
         content_weight: weight of catalog content vectors for new items.
+        new_item_prior: co-occurrence weight at which a new item's evidence vector reaches
+            half of its neighbours' norm (0: full norm from the first co-occurrence).
         event_weights: weight per event type (trending and co-visitation).
         explore_rate: probability that a slot explores (0 disables exploration).
-        explore_from: where exploration slots draw from: ``"fused"`` (the fused ranking at
-            positions k .. k+explore_pool: relevant, but narrow) or ``"catalog"`` (every live,
-            unfiltered item outside the exploit top-k: widest coverage, smallest propensities).
-        explore_pool: size of the ``"fused"`` exploration pool.
+        explore_from: where exploration slots draw from (module docstring): ``"ann"``,
+            ``"fused"`` or ``"catalog"``.
+        explore_pool: size of the ``"ann"`` and ``"fused"`` exploration pools.
         seed: seed of the exploration policy.
     """
 
@@ -92,13 +106,40 @@ class RecsysConfig:
     covisit_window: int = 20
     covisit_recent: int = 5
     covisit_max_neighbors: int = 200
+    covisit_half_life_s: float | None = None
     new_item_vectors: bool = True
     content_weight: float = 2.0
+    new_item_prior: float = 0.0
     event_weights: dict[str, float] = field(default_factory=lambda: {"click": 1.0, "purchase": 3.0})
     explore_rate: float = 0.05
-    explore_from: Literal["fused", "catalog"] = "fused"
+    explore_from: ExploreFrom = "ann"
     explore_pool: int = 100
     seed: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RecsysConfig:
+        """The worker's configuration (``STREAMREC_*`` settings; README's table)."""
+        return cls(
+            k=settings.top_k,
+            pool=settings.candidate_pool,
+            fusion=settings.fusion_method,
+            rrf_k=settings.fusion_rrf_k,
+            weight_ann=settings.weight_ann,
+            weight_trending=settings.weight_trending,
+            weight_covisit=settings.weight_covisit,
+            blend_half_history=settings.blend_half_history,
+            trending_floor=settings.trending_floor,
+            trending_half_life_s=settings.trending_half_life_s,
+            covisit_window=settings.covisit_window,
+            covisit_half_life_s=settings.covisit_half_life_s or None,
+            new_item_vectors=settings.new_item_vectors,
+            new_item_prior=settings.new_item_prior,
+            event_weights={"click": 1.0, "purchase": settings.purchase_weight},
+            explore_rate=settings.explore_rate,
+            explore_from=settings.explore_from,
+            explore_pool=settings.explore_pool,
+            seed=settings.explore_seed,
+        )
 
     def __post_init__(self) -> None:
         unknown = set(self.sources) - set(SOURCES)
@@ -134,21 +175,21 @@ class Recommender:
         cfg = self.config
         self.trending = Trending(cfg.trending_half_life_s, cfg.event_weights)
         self.covisit = CoVisitation(
-            cfg.covisit_window, cfg.event_weights, max_neighbors=cfg.covisit_max_neighbors
+            cfg.covisit_window,
+            cfg.event_weights,
+            max_neighbors=cfg.covisit_max_neighbors,
+            half_life_s=cfg.covisit_half_life_s,
         )
-        self.new_items = NewItemVectors(index, trained, self.covisit, cfg.content_weight)
+        self.new_items = NewItemVectors(
+            index, trained, self.covisit, cfg.content_weight, prior=cfg.new_item_prior
+        )
         self.max_len = max(encoder.max_len, 1)
-        self._catalog: dict[str, None] = dict.fromkeys(trained)  # ordered: deterministic pools
-        self._catalog_sorted: list[str] | None = None
 
     # -- state ---------------------------------------------------------------------------
     def observe(self, event: Event) -> None:
         """Update trending, co-visitation and new-item vectors with one (fresh) event."""
         self.trending.observe(event.item_id, event.type, event.ts)
-        if event.item_id not in self._catalog:
-            self._catalog[event.item_id] = None
-            self._catalog_sorted = None
-        paired = self.covisit.observe(event.user_id, event.item_id, event.type)
+        paired = self.covisit.observe(event.user_id, event.item_id, event.type, event.ts)
         if self.config.new_item_vectors:
             self.new_items.on_pairs(event.item_id, paired)
 
@@ -156,14 +197,6 @@ class Recommender:
         """Remember content features of a catalog item (call after the index applied ``op``)."""
         if op.op == "upsert":
             self.new_items.set_content(op.item_id, op.vector)
-            if op.item_id not in self._catalog:
-                self._catalog[op.item_id] = None
-                self._catalog_sorted = None
-
-    def _catalog_ids(self) -> list[str]:
-        if self._catalog_sorted is None:
-            self._catalog_sorted = sorted(self._catalog)
-        return self._catalog_sorted
 
     # -- serving -------------------------------------------------------------------------
     def recommend_batch(
@@ -209,19 +242,27 @@ class Recommender:
                 state.history, cfg.pool, skip, self.index.is_live, recent=cfg.covisit_recent
             )
         fused = fuse(sources, self.source_weights(state), cfg.fusion, cfg.rrf_k)
+        if len(fused) < k:
+            fused = _backfill(fused, ann, k)
         exploit = fused[:k]
-        if cfg.explore_rate <= 0:
-            pool: list[Fused] = []
-        elif cfg.explore_from == "catalog":
-            shown = {f.item_id for f in exploit}
-            pool = [
-                Fused(i, 0.0, "explore")
-                for i in self._catalog_ids()
-                if i not in skip and i not in shown and self.index.is_live(i)
-            ]
-        else:
-            pool = fused[k : k + cfg.explore_pool]
+        pool: ExplorePool | list[Fused] = []
+        if cfg.explore_rate > 0:
+            pool = self._explore_pool(fused, ann, skip, k)
         return epsilon_slots(exploit, pool, k, cfg.explore_rate, request_rng(cfg.seed, key))
+
+    def _explore_pool(
+        self, fused: list[Fused], ann: Candidates, skip: set[str], k: int
+    ) -> ExplorePool:
+        """Exploration candidates outside the exploit top-k (``explore_from``)."""
+        cfg = self.config
+        if cfg.explore_from == "fused":
+            return ListPool(fused[k : k + cfg.explore_pool])
+        shown = {f.item_id for f in fused[:k]}
+        if cfg.explore_from == "catalog":
+            return CatalogPool(self.index, skip | shown)
+        fused_score = {f.item_id: f.score for f in fused}
+        tail = [Fused(i, fused_score.get(i, 0.0), "ann") for i, _ in ann if i not in shown]
+        return ListPool(tail[: cfg.explore_pool])
 
     def source_weights(self, state: UserState) -> dict[str, float]:
         """The per-request source weights (module docstring)."""
@@ -247,11 +288,12 @@ class Recommender:
         out: list[list[tuple[str, float]]] = [[] for _ in states]
         if "ann" not in self.config.sources:
             return out
-        alone = self.config.sources == ("ann",)
         rows, histories = [], []
         for row, state in enumerate(states):
             vecs = self.index.vectors_of(state.history[-self.max_len :])
-            if len(vecs) == 0 and alone:
+            if len(vecs) == 0:
+                # no known item yet: the catalog centroid, a neutral taste (the encoder's
+                # candidates then only fill short lists and explore, unless ann is alone)
                 vecs = self.index.centroid[None, :].astype(np.float32)
             if len(vecs):
                 rows.append(row)
@@ -263,6 +305,29 @@ class Recommender:
         for row, cands in zip(rows, found, strict=True):
             out[row] = [(i, s) for i, s in cands if self.index.is_live(i)]
         return out
+
+
+class CatalogPool:
+    """Every live item outside ``exclude``, drawn uniformly through the index (not listed)."""
+
+    def __init__(self, index: ItemIndex, exclude: set[str]) -> None:
+        self.index = index
+        self.exclude = exclude
+        self._size = index.live_count(exclude)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def draw(self, rng: np.random.Generator, n: int) -> list[Fused]:
+        """``n`` distinct items, uniformly without replacement."""
+        return [Fused(i, 0.0, "explore") for i in self.index.sample_live(rng, n, self.exclude)]
+
+
+def _backfill(fused: list[Fused], ann: Candidates, k: int) -> list[Fused]:
+    """Fill a short fused list up to ``k`` from the encoder's candidates (score 0)."""
+    have = {f.item_id for f in fused}
+    extra = [Fused(i, 0.0, "ann") for i, _ in ann if i not in have]
+    return [*fused, *extra[: k - len(fused)]]
 
 
 def _state_key(state: UserState) -> str:

@@ -2,7 +2,9 @@
 
 ``replay`` runs the ablation rows of ``ablation_configs`` (each a fresh index and recommender
 over the same split and model), writes the JSON report and prints a Markdown table and the bar
-checks of issue 7.
+checks of issue 7. The rows derive from the worker's own configuration
+(``RecsysConfig.from_settings``: ``STREAMREC_*`` variables and defaults), so the replay measures
+what the worker runs; ``--explore-rate`` and ``--explore-from`` override those two settings.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import math
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any
 
 import click
 
@@ -25,13 +27,14 @@ ENC_TREND = "encoder + trending"
 ENC_TREND_NEW = "encoder + trending + new-item vectors"
 FUSED = "fused (all sources)"
 FUSED_EXPLORE = "fused + exploration"
-ExploreFrom = Literal["fused", "catalog"]
 
 
-def ablation_configs(
-    base: RecsysConfig, explore_rate: float, explore_from: ExploreFrom = "catalog"
-) -> dict[str, RecsysConfig]:
-    """The replay's rows: single sources, cumulative parts, fused with exploration off/on."""
+def ablation_configs(base: RecsysConfig) -> dict[str, RecsysConfig]:
+    """The replay's rows: single sources, cumulative parts, fused with exploration off/on.
+
+    ``base`` is the full configuration (the worker's); its exploration settings make the last
+    row, every other row has exploration off.
+    """
     off = replace(base, explore_rate=0.0)
     return {
         ENCODER_ONLY: replace(off, sources=("ann",), new_item_vectors=False),
@@ -40,7 +43,7 @@ def ablation_configs(
         ENC_TREND: replace(off, sources=("ann", "trending"), new_item_vectors=False),
         ENC_TREND_NEW: replace(off, sources=("ann", "trending"), new_item_vectors=True),
         FUSED: off,
-        FUSED_EXPLORE: replace(base, explore_rate=explore_rate, explore_from=explore_from),
+        FUSED_EXPLORE: base,
     }
 
 
@@ -120,9 +123,13 @@ def _train_on_warmup(warmup: list[Any], model: Path, epochs: int, max_len: int) 
 @click.option("--warmup-fraction", default=0.8, show_default=True, type=float)
 @click.option("--out", type=click.Path(dir_okay=False), help="write the JSON report here")
 @click.option("--batch-size", default=64, show_default=True, type=int)
-@click.option("--explore-rate", default=0.1, show_default=True, type=float)
 @click.option(
-    "--explore-from", type=click.Choice(["catalog", "fused"]), default="catalog", show_default=True
+    "--explore-rate", type=float, help="exploration rate of the last row [setting explore_rate]"
+)
+@click.option(
+    "--explore-from",
+    type=click.Choice(["ann", "fused", "catalog"]),
+    help="exploration pool of the last row [setting explore_from]",
 )
 @click.option("--row", "only", multiple=True, help="run only these ablation rows (repeatable)")
 @click.option("--epochs", default=40, show_default=True, help="training, if --model is absent")
@@ -134,8 +141,8 @@ def replay(
     warmup_fraction: float,
     out: str | None,
     batch_size: int,
-    explore_rate: float,
-    explore_from: str,
+    explore_rate: float | None,
+    explore_from: str | None,
     only: tuple[str, ...],
     epochs: int,
     max_len: int,
@@ -147,10 +154,16 @@ def replay(
     time (checked: it may not know items that only appear later); when --model does not exist
     it is trained on that prefix first.
     """
+    from streamrec.config import load_settings
     from streamrec.encoder import OnnxEncoder
+    from streamrec.errors import ConfigError
     from streamrec.modelfiles import read_model_dir
     from streamrec.replay import ReplayData, check_no_leakage, load_log, replay_config
 
+    try:
+        settings = load_settings(explore_rate=explore_rate, explore_from=explore_from)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
     events = load_log(data_path)
     model = Path(model_path)
     if not (model / "meta.json").is_file():
@@ -164,7 +177,7 @@ def replay(
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     encoder = OnnxEncoder(files.encoder_path(), files.meta.dim, files.meta.max_len, 1)
-    configs = ablation_configs(RecsysConfig(), explore_rate, cast(ExploreFrom, explore_from))
+    configs = ablation_configs(RecsysConfig.from_settings(settings))
     unknown = set(only) - set(configs)
     if unknown:
         raise click.BadParameter(f"unknown rows {sorted(unknown)}; rows: {list(configs)}")
@@ -172,7 +185,9 @@ def replay(
     for name, config in configs.items():
         if only and name not in only:
             continue
-        rows[name] = replay_config(data, encoder, config, name, batch_size, progress=progress)
+        rows[name] = replay_config(
+            data, encoder, config, name, batch_size, settings=settings, progress=progress
+        )
     report = {
         "data": str(data_path),
         "model": str(model),

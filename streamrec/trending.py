@@ -20,6 +20,7 @@ import numpy as np
 
 DEFAULT_EVENT_WEIGHTS: Mapping[str, float] = {"click": 1.0, "purchase": 3.0}
 _REBASE_HALF_LIVES = 256.0  # 2**256 is far from float overflow (2**1024)
+_HEAD = 1024  # rows ranked at a time (see Trending._ranking)
 
 
 class Trending:
@@ -42,7 +43,8 @@ class Trending:
         self._ids: list[str] = []
         self._row: dict[str, int] = {}
         self._raw = np.zeros(64, dtype=np.float64)
-        self._order: list[int] | None = None  # cached argsort of _raw, dropped on change
+        self._order: np.ndarray | None = None  # cached ranking of the rows, dropped on change
+        self._id_array: np.ndarray | None = None  # ids as a numpy array (tie-break), cached
 
     def observe(self, item_id: str, event_type: str, ts_ms: int) -> None:
         """Count one event of ``event_type`` on ``item_id`` at event time ``ts_ms``."""
@@ -73,15 +75,40 @@ class Trending:
         """Every item with a positive score, best first (ties by item id), scores at 'now'."""
         if self._anchor_ms is None:
             return
-        if self._order is None:
-            raw, ids = self._raw, self._ids
-            self._order = sorted(range(len(ids)), key=lambda r: (-raw[r], ids[r]))
         factor = 2.0 ** (-(self._now_ms - self._anchor_ms) / self.half_life_ms)
-        for row in self._order:
-            value = float(self._raw[row])
-            if value <= 0.0:
+        done = 0
+        while True:
+            order = self._ranking(done)
+            for row in order[done:].tolist():
+                value = float(self._raw[row])
+                if value <= 0.0:
+                    return
+                yield self._ids[row], value * factor
+            if len(order) >= len(self._ids):
                 return
-            yield self._ids[row], value * factor
+            done = len(order)
+
+    def _ranking(self, need: int) -> np.ndarray:
+        """Rows best first, at least ``need + _HEAD`` of them (or all): a cached sorted head.
+
+        Only the head is sorted (every row scoring at least the head's last score, so ties are
+        ordered exactly): requests read a few hundred items, catalogs may hold millions.
+        """
+        n = len(self._ids)
+        if self._order is not None and (len(self._order) > need or len(self._order) == n):
+            return self._order
+        if self._id_array is None:
+            self._id_array = np.asarray(self._ids)
+        raw = self._raw[:n]
+        size = min(n, max(_HEAD, 2 * need))
+        if size < n:
+            threshold = np.partition(raw, n - size)[n - size]
+            rows = np.flatnonzero(raw >= threshold)
+        else:
+            rows = np.arange(n)
+        # score descending, then item id
+        self._order = rows[np.lexsort((self._id_array[rows], -raw[rows]))]
+        return self._order
 
     def top(
         self,
@@ -110,6 +137,7 @@ class Trending:
         row = len(self._ids)
         self._ids.append(item_id)
         self._row[item_id] = row
+        self._id_array = None
         if row >= len(self._raw):
             self._raw = np.concatenate([self._raw, np.zeros(len(self._raw), np.float64)])
         return row

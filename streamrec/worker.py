@@ -88,13 +88,7 @@ def make_recommender(settings: Settings, model: ServingModel) -> Recommender | N
     """The fused recommender of the settings (None: encoder neighbours only)."""
     if settings.ranking == "encoder":
         return None
-    config = RecsysConfig(
-        k=settings.top_k,
-        explore_rate=settings.explore_rate,
-        seed=settings.explore_seed,
-        trending_half_life_s=settings.trending_half_life_s,
-        event_weights={"click": 1.0, "purchase": settings.purchase_weight},
-    )
+    config = RecsysConfig.from_settings(settings)
     return Recommender(model.encoder, model.index, config, trained=model.files.item_ids)
 
 

@@ -141,6 +141,25 @@ def test_replay_cli_writes_the_report(log_path: Path, model_dir: Path, tmp_path:
     assert bad.exit_code != 0
 
 
+def test_replay_cli_measures_the_worker_settings_unless_flags_override(
+    log_path: Path, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "report.json"
+    base = ["--data", str(log_path), "--model", str(model_dir), "--no-progress"]
+    row = ["--row", "fused + exploration", "--out", str(out)]
+    monkeypatch.setenv("STREAMREC_EXPLORE_FROM", "catalog")
+    monkeypatch.setenv("STREAMREC_WEIGHT_COVISIT", "2.5")
+    result = CliRunner().invoke(replay, [*base, *row, "--explore-rate", "0.3"])
+    assert result.exit_code == 0, result.output
+    got = json.loads(out.read_text())["rows"]["fused + exploration"]
+    assert got["config"]["explore_from"] == "catalog"  # from the environment
+    assert got["config"]["weight_covisit"] == 2.5
+    assert got["config"]["explore_rate"] == 0.3  # the flag wins
+    assert got["exploration_rate"] == pytest.approx(0.3, abs=0.05)
+    bad = CliRunner().invoke(replay, [*base, *row, "--explore-rate", "1.5"])
+    assert bad.exit_code != 0 and "explore_rate" in bad.output
+
+
 def test_ope_cli(tmp_path: Path) -> None:
     lines = [
         {

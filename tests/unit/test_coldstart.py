@@ -65,3 +65,15 @@ def test_content_features_blend_in_and_removed_items_stay_removed() -> None:
     assert rec.new_items.vector_for("nothing") is None
     assert rec.new_items.is_new("fresh") and not rec.new_items.is_new("i4")
     assert got.dtype == np.float32
+
+
+def test_a_prior_shrinks_vectors_backed_by_little_evidence() -> None:
+    rec = make_recommender(new_item_prior=3.0)
+    rec.observe(make_event(user_id="u", item_id="i3"))
+    rec.observe(make_event(user_id="u", item_id="fresh"))  # evidence 1: a quarter of the norm
+    v3 = rec.index.vectors_of(["i3"])[0]
+    np.testing.assert_allclose(rec.index.vectors_of(["fresh"])[0], v3 / 4, rtol=1e-5)
+    for n in range(5):  # evidence 6: two thirds
+        rec.observe(make_event(user_id=f"w{n}", item_id="i3"))
+        rec.observe(make_event(user_id=f"w{n}", item_id="fresh"))
+    np.testing.assert_allclose(rec.index.vectors_of(["fresh"])[0], v3 * 6 / 9, rtol=1e-5)

@@ -63,3 +63,32 @@ def test_users_beyond_max_users_are_forgotten_oldest_first() -> None:
     cv.observe("u1", "a", "click")
     cv.observe("u2", "b", "click")
     assert cv.observe("u1", "c", "click") == []  # u1's window was dropped
+
+
+def test_with_a_half_life_pair_counts_halve_every_half_life_of_event_time() -> None:
+    cv = CoVisitation(window=5, half_life_s=10.0)
+    cv.observe("u", "a", "click", 0)
+    cv.observe("u", "b", "click", 0)
+    assert cv.count("a", "b") == pytest.approx(1.0)
+    cv.observe("v", "x", "click", 10_000)  # time moves on: the old pair is worth half
+    assert cv.count("a", "b") == pytest.approx(0.5)
+    cv.observe("v", "y", "click", 10_000)  # a fresh pair counts fully
+    assert cv.count("x", "y") == pytest.approx(1.0)
+    assert cv.neighbors("a") == pytest.approx({"b": 0.5})
+    # recent evidence outranks an older, larger count
+    cv.observe("w", "a", "click", 10_000)
+    cv.observe("w", "c", "click", 10_000)
+    assert [i for i, _ in cv.candidates(["a"], 2)] == ["c", "b"]
+
+
+def test_decayed_counts_survive_rebasing_over_very_long_streams() -> None:
+    cv = CoVisitation(window=2, half_life_s=1.0)
+    ts = 0
+    for n in range(300):  # 300 half-lives between the first and the last pair
+        ts = n * 1000
+        cv.observe(f"u{n}", "a", "click", ts)
+        cv.observe(f"u{n}", "b", "click", ts)
+    total = sum(2.0 ** -(299 - n) for n in range(300))
+    assert cv.count("a", "b") == pytest.approx(total)
+    with pytest.raises(ValueError, match="half_life_s"):
+        CoVisitation(half_life_s=0.0)

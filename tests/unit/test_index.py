@@ -191,3 +191,29 @@ def test_growth_beyond_initial_capacity() -> None:
     np.testing.assert_allclose(index.vectors_of(["n99"])[0], new[99])
     (hits,) = index.search(_queries(1, 1), 110)
     assert len({i for i, _ in hits}) == 110
+
+
+def test_sample_live_is_uniform_over_live_unexcluded_items() -> None:
+    index = random_index(n_items=30, dim=DIM, seed=0)
+    index.remove("i3")
+    rng = np.random.default_rng(0)
+    counts = {i: 0 for i in (f"i{n}" for n in range(30))}
+    for _ in range(3000):
+        drawn = index.sample_live(rng, 4, exclude={"i0", "i1"})
+        assert len(set(drawn)) == 4
+        for i in drawn:
+            counts[i] += 1
+    assert counts["i0"] == counts["i1"] == counts["i3"] == 0
+    eligible = [c for i, c in counts.items() if i not in {"i0", "i1", "i3"}]
+    assert min(eligible) > 0.7 * 12000 / 27 and max(eligible) < 1.3 * 12000 / 27
+    assert index.live_count(exclude={"i0", "i3", "nope"}) == 28
+
+
+def test_sample_live_falls_back_when_most_items_are_excluded() -> None:
+    index = random_index(n_items=200, dim=DIM, seed=0)
+    keep = {"i7", "i70", "i170"}
+    exclude = {f"i{n}" for n in range(200)} - keep
+    rng = np.random.default_rng(1)
+    assert set(index.sample_live(rng, 3, exclude)) == keep
+    with pytest.raises(ValueError, match="eligible"):
+        index.sample_live(rng, 4, exclude)

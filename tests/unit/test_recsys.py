@@ -53,7 +53,11 @@ def test_encoder_only_matches_the_pipelines_search() -> None:
     assert len(cold) == 10
 
 
-@given(st.integers(0, 500), st.sampled_from([0.0, 0.2, 0.5]), st.sampled_from(["fused", "catalog"]))
+@given(
+    st.integers(0, 500),
+    st.sampled_from([0.0, 0.2, 0.5]),
+    st.sampled_from(["ann", "fused", "catalog"]),
+)
 def test_lists_never_show_filtered_items_and_carry_propensities(seed, rate, pool) -> None:
     rec = make_recommender(explore_rate=rate, seed=seed, explore_from=pool)
     feed(rec)
@@ -70,6 +74,52 @@ def test_lists_never_show_filtered_items_and_carry_propensities(seed, rate, pool
     explored = [s for s in shown if s.explored]
     if pool == "catalog" and explored:  # every live, unfiltered item outside the top-k
         assert explored[0].propensity == pytest.approx(rate / (80 - 1 - 4 - 10))
+    if pool == "ann" and explored:  # the encoder's candidates outside the top-k (pool 30)
+        query = rec.encoder.encode([rec.index.vectors_of(state.history)])
+        ann = [i for i, _ in rec.index.search(query, 30, [skip])[0]]
+        exploit = {s.item_id for s in shown if not s.explored}
+        assert {s.item_id for s in explored} <= set(ann) - exploit
+        assert explored[0].propensity <= rate / (30 - 10)
+
+
+def test_catalog_exploration_draws_every_eligible_item_uniformly() -> None:
+    rec = make_recommender(explore_rate=0.5, explore_from="catalog")
+    feed(rec)
+    state = UserState(history=("i1",), n_events=1)
+    counts: dict[str, int] = {}
+    for n in range(400):
+        [shown] = rec.recommend_batch([state], [{"i1"}], 10, keys=[f"k{n}"])
+        for s in shown:
+            if s.explored:
+                counts[s.item_id] = counts.get(s.item_id, 0) + 1
+                assert s.propensity == pytest.approx(0.5 / (80 - 1 - 10))
+    # 2,000 draws over 69 eligible items: every one shows up, none dominates
+    assert len(counts) == 69
+    assert max(counts.values()) < 3 * sum(counts.values()) / 69
+
+
+def test_a_new_user_gets_k_items_before_any_trending_evidence() -> None:
+    rec = make_recommender(explore_rate=0.0)  # nothing observed: trending and co-visitation empty
+    [shown] = rec.recommend_batch([EMPTY], [{"i3"}], 10)
+    assert len({s.item_id for s in shown}) == 10 and "i3" not in {s.item_id for s in shown}
+    assert {s.source for s in shown} == {"ann"} and all(s.score == 0.0 for s in shown)
+    feed(rec)  # once trending exists it leads, and the encoder only fills the rest
+    [warm] = rec.recommend_batch([EMPTY], [set()], 10)
+    top = [i for i, _ in rec.trending.top(10)]
+    assert [s.item_id for s in warm][: len(top)] == top
+
+
+def test_the_worker_settings_map_onto_the_default_config() -> None:
+    from streamrec.config import load_settings
+
+    assert RecsysConfig.from_settings(load_settings()) == RecsysConfig()
+    custom = load_settings(explore_from="catalog", covisit_half_life_s=60.0, weight_covisit=2.0)
+    config = RecsysConfig.from_settings(custom)
+    assert (config.explore_from, config.covisit_half_life_s, config.weight_covisit) == (
+        "catalog",
+        60.0,
+        2.0,
+    )
 
 
 def test_same_seed_same_lists_and_a_rate_explores_about_that_share() -> None:

@@ -57,3 +57,22 @@ def test_top_skips_excluded_and_unavailable_items_and_breaks_ties_by_id() -> Non
 def test_rejects_a_non_positive_half_life() -> None:
     with pytest.raises(ValueError, match="half_life_s"):
         Trending(half_life_s=0)
+
+
+def test_ranking_reads_past_the_sorted_head_in_exact_order(monkeypatch) -> None:
+    import random
+
+    import streamrec.trending as trending
+
+    monkeypatch.setattr(trending, "_HEAD", 4)  # force several head extensions
+    rnd = random.Random(3)
+    t = Trending(3600.0)
+    for n in range(300):
+        t.add(f"i{rnd.randint(0, 40)}", rnd.choice([1.0, 2.0]), 1000 * n)
+    want = sorted(
+        ((i, t.score(i)) for i in {f"i{n}" for n in range(41)}), key=lambda kv: (-kv[1], kv[0])
+    )
+    got = list(t.ranked())
+    assert [i for i, _ in got] == [i for i, s in want if s > 0]
+    assert [s for _, s in got] == pytest.approx([s for _, s in want if s > 0])
+    assert t.top(3, exclude={got[0][0]}) == got[1:4]
