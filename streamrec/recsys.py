@@ -159,6 +159,7 @@ class Recommender:
             if op.item_id not in self._catalog:
                 self._catalog[op.item_id] = None
                 self._catalog_sorted = None
+        self.new_items.refresh(op.item_id)  # deletes and unavailable upserts hide a new item
 
     def _catalog_ids(self) -> list[str]:
         if self._catalog_sorted is None:
