@@ -1,8 +1,9 @@
 """Assemble BENCHMARKS.md from the section files the benchmark scripts write.
 
 Each script writes its own section (``benchmarks/QUALITY.md``, ``THROUGHPUT.md``,
-``REPLAY.md``) with its command, machine and date, and then calls ``assemble()`` so that
-BENCHMARKS.md at the top of the repository always holds every latest result.
+``REPLAY.md``, ``NEW_ITEMS.md``) with its command, machine and date, and then calls
+``assemble()`` so that BENCHMARKS.md at the top of the repository always holds every latest
+result.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ SECTIONS = (
     ("THROUGHPUT.md", "Worker throughput and latency (issue 3 baseline)"),
     ("THROUGHPUT_FUSED.md", "Worker throughput with fused ranking (--ranking fused)"),
     ("REPLAY.md", "Streaming replay: cold start, fusion, exploration (issue 7)"),
+    ("NEW_ITEMS.md", "New items through the worker: evidence to recommendable"),
 )
 HEADER = """# Benchmarks
 
@@ -30,6 +32,7 @@ the load noted in its section, and prefer the ratios measured within one run.
 | worker throughput (encoder-only ranking) | `benchmarks/throughput.py` | `make bench` |
 | throughput (fused ranking) | `benchmarks/throughput.py --ranking fused` | `make bench` |
 | streaming replay | `benchmarks/replay.py` | `make replay` |
+| new items: evidence → recommendable | `benchmarks/new_items.py` | `make new-items` |
 """
 
 
