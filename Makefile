@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 # torch is pinned to the CPU build (==2.13.0) in pyproject.toml; never let a range pull CUDA.
 EXTRAS := train,dev,bench
 
-.PHONY: faults install demo test lint typecheck unit integration bench quality tune replay clean prometheus
+.PHONY: faults install demo test lint typecheck unit integration bench quality tune replay new-items \
+	clean prometheus
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +58,9 @@ tune: install
 
 replay: install
 	$(BIN)/python benchmarks/replay.py
+
+new-items: install
+	$(BIN)/python benchmarks/new_items.py
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,8 +1,9 @@
 """Assemble BENCHMARKS.md from the section files the benchmark scripts write.
 
 Each script writes its own section (``benchmarks/QUALITY.md``, ``THROUGHPUT.md``,
-``REPLAY.md``) with its command, machine and date, and then calls ``assemble()`` so that
-BENCHMARKS.md at the top of the repository always holds every latest result.
+``REPLAY.md``, ``NEW_ITEMS.md``) with its command, machine and date, and then calls
+``assemble()`` so that BENCHMARKS.md at the top of the repository always holds every latest
+result.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ SECTIONS = (
     ("THROUGHPUT_FUSED.md", "Worker throughput with fused ranking (--ranking fused)"),
     ("TUNING.md", "Ranking defaults chosen on a validation window (issue 7)"),
     ("REPLAY.md", "Streaming replay: cold start, fusion, exploration (issue 7)"),
+    ("NEW_ITEMS.md", "New items through the worker: evidence to recommendable"),
 )
 HEADER = """# Benchmarks
 
@@ -32,6 +34,7 @@ the load noted in its section, and prefer the ratios measured within one run.
 | throughput (fused ranking) | `benchmarks/throughput.py --ranking fused` | `make bench` |
 | ranking defaults (validation window) | `benchmarks/tune.py` | `make tune` |
 | streaming replay | `benchmarks/replay.py` | `make replay` |
+| new items: evidence → recommendable | `benchmarks/new_items.py` | `make new-items` |
 """
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from kafka import KafkaProducer
@@ -34,13 +35,28 @@ def apply_catalog_op(index: ItemIndex, op: CatalogOp) -> None:
 
 
 class CatalogFollower:
-    """Reads the catalog topic and applies it to the index; bad records go to the DLQ."""
+    """Reads the catalog topic and applies it to the index; bad records go to the DLQ.
+
+    Args:
+        settings: topics and limits.
+        index: the index the catalog is applied to.
+        metrics: counts updates and dead letters.
+        producer: sends the dead letters.
+        on_op: called with each op once the index applied it (the fused recommender's
+            ``observe_catalog``: content features and new-item bookkeeping).
+    """
 
     def __init__(
-        self, settings: Settings, index: ItemIndex, metrics: Metrics, producer: KafkaProducer
+        self,
+        settings: Settings,
+        index: ItemIndex,
+        metrics: Metrics,
+        producer: KafkaProducer,
+        on_op: Callable[[CatalogOp], None] | None = None,
     ) -> None:
         self.settings = settings
         self.index = index
+        self.on_op = on_op
         self.metrics = metrics
         self.producer = producer
         self.consumer = make_consumer(settings, group=False)
@@ -89,6 +105,8 @@ class CatalogFollower:
                     )
                     apply_catalog_op(self.index, op)
                     self.metrics.catalog_updates.labels(op=op.op).inc()
+                    if self.on_op is not None:
+                        self.on_op(op)
                 except BadEvent as bad:
                     self._dead_letter(rec, bad.reason, bad.detail)
                 except ItemIndexError as exc:

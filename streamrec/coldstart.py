@@ -17,6 +17,10 @@ the vectors of items with little evidence: in inner-product search a full-norm a
 popular neighbours outranks the items a user actually wants. The vector is written to
 the index in the same call that saw the evidence, so the item is searchable at once (well
 within a second of the event).
+
+For metrics, ``updates`` counts the vectors written and ``searchable`` the new items whose
+evidence or content vector is in the index and live now (kept as a set, so reading it is O(1);
+the recommender calls ``refresh`` after every catalog change of an item).
 """
 
 from __future__ import annotations
@@ -58,6 +62,20 @@ class NewItemVectors:
         self.prior = prior
         self._content: dict[str, np.ndarray] = {}
         self.updates = 0  # vectors written (for metrics and tests)
+        self._vectored: set[str] = set()  # new items given an evidence or content vector
+        self._searchable: set[str] = set()  # ... whose vector is live in the index now
+
+    @property
+    def searchable(self) -> int:
+        """New items with an evidence or content vector that are searchable now (O(1))."""
+        return len(self._searchable)
+
+    def refresh(self, item_id: str) -> None:
+        """Re-check whether a new item counts as searchable (after the index changed for it)."""
+        if item_id in self._vectored and self.index.is_live(item_id):
+            self._searchable.add(item_id)
+        else:
+            self._searchable.discard(item_id)
 
     def is_new(self, item_id: str) -> bool:
         """True when the model was not trained on this item."""
@@ -67,6 +85,8 @@ class NewItemVectors:
         """Remember the content features the catalog carried for a new item."""
         if vector is not None and self.is_new(item_id):
             self._content[item_id] = np.asarray(list(vector), dtype=np.float32)
+            self._vectored.add(item_id)  # the catalog wrote this vector into the index
+        self.refresh(item_id)
 
     def on_pairs(self, item_id: str, paired: Iterable[str]) -> list[str]:
         """After an event of ``item_id`` paired with ``paired``: refresh the new items' vectors.
@@ -81,6 +101,8 @@ class NewItemVectors:
             if vector is not None:
                 self.index.upsert(new, vector.tolist(), available=self._available(new))
                 self.updates += 1
+                self._vectored.add(new)
+                self.refresh(new)
                 written.append(new)
         return written
 

@@ -12,6 +12,8 @@ scrapes, from sources the worker binds once (each a one-liner):
 - ``sample_lag(consumer, partitions)``: consumer lag per partition from the end offsets
   (rate-limited: call it every loop iteration);
 - ``bind_index(lambda: index)``: index size, deleted-but-not-compacted ratio;
+- ``bind_new_items(lambda: count)``: new items searchable with an evidence or content vector
+  (``streamrec.coldstart.NewItemVectors.searchable``, fused ranking only);
 - ``index_refreshed()``: the index caught up with the catalog (or was rebuilt/swapped);
 - ``observe_recommendations(observations)``: quality signals (see ``streamrec.quality``).
 """
@@ -60,6 +62,9 @@ LATENCY_BUCKETS = (
 )
 STAGES = ("decode", "store", "encode", "search", "rank", "publish")
 OUTCOMES = ("recommended", "duplicate", "dead_letter", "fenced")
+# what fills a recommended slot: a candidate source, an exploration slot or the encoder alone
+SLOT_SOURCES = ("ann", "trending", "covisit", "explore", "encoder")
+ITEM_KINDS = ("trained", "new")
 LAG_INTERVAL_S = 5.0
 # the loop must stay well inside max_poll_interval_ms while it asks for end offsets
 LAG_TIMEOUT_MS = 1000
@@ -136,6 +141,7 @@ class Metrics:
         self._lag: dict[int, int] = {}
         self._lag_due = 0.0
         self._index: Callable[[], IndexLike] | None = None
+        self._new_items: Callable[[], int] | None = None
         self._index_refreshed_at: float | None = None
         self._define(self.registry)
         self.registry.register(_ScrapeTimeCollector(self))
@@ -214,8 +220,23 @@ class Metrics:
             "1 when the worker has partitions, a model and a reachable database.",
             registry=r,
         )
+        self.new_item_vectors = Counter(
+            "streamrec_new_item_vectors_total",
+            "Evidence vectors written to the index for items the model was not trained on.",
+            registry=r,
+        )
+        self.recommended_slots = Counter(
+            "streamrec_recommended_slots_total",
+            "Slots of the recommendations made, by what filled them (candidate source, explore "
+            "or encoder) and item kind (trained or new).",
+            ["source", "item"],
+            registry=r,
+        )
         for stage in STAGES:
             self.stage_seconds.labels(stage=stage)
+        for source in SLOT_SOURCES:
+            for kind in ITEM_KINDS:
+                self.recommended_slots.labels(source=source, item=kind)
 
     # -- consumer lag ------------------------------------------------------------------------
     def set_lag(self, lag: Mapping[int, int]) -> None:
@@ -256,6 +277,11 @@ class Metrics:
             self._index = source
         self.index_items.set_function(lambda: float(index_counts(source())[0]))
 
+    def bind_new_items(self, source: Callable[[], int]) -> None:
+        """Read the searchable new items at scrape time from ``source()`` (must be O(1))."""
+        with self._lock:
+            self._new_items = source
+
     def index_refreshed(self) -> None:
         """The index now reflects the catalog (caught up, rebuilt or swapped)."""
         with self._lock:
@@ -274,6 +300,7 @@ class Metrics:
             lag = dict(self._lag)
             source = self._index
             refreshed = self._index_refreshed_at
+            new_items = self._new_items
         live, deleted = index_counts(source()) if source is not None else (0, 0)
 
         fam = GaugeMetricFamily(
@@ -293,6 +320,12 @@ class Metrics:
             "streamrec_index_refresh_age_seconds",
             "Seconds since the index last caught up with the catalog (or was rebuilt).",
             max(0.0, self.clock() - refreshed) if refreshed is not None else None,
+        )
+        yield _gauge(
+            "streamrec_new_items",
+            "Items the model was not trained on that have an evidence or content vector and "
+            "are searchable.",
+            new_items() if new_items is not None else None,
         )
         with self._lock:
             snap = self.quality.snapshot(live if source is not None else 0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -61,12 +61,26 @@ class StateReader(Protocol):
 
 @dataclass
 class BatchStats:
-    """What happened to a batch, for metrics."""
+    """What happened to a batch, for metrics.
+
+    Attributes:
+        outcomes: events per (event type, outcome).
+        dead_letters: dead-lettered records per reason code.
+        stage_seconds: seconds spent per stage.
+        recommended: one observation per recommendation, in order.
+        slots: recommended slots per (source, item kind): the source is the candidate source
+            that placed the item (``ann``, ``trending``, ``covisit``), ``explore`` for an
+            exploration slot, ``encoder`` in encoder-only ranking; the kind is ``trained`` or
+            ``new`` (an item the model was not trained on).
+        new_item_vectors: evidence vectors written to the index for new items.
+    """
 
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
     dead_letters: Counter[str] = field(default_factory=Counter)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     recommended: list[RecObservation] = field(default_factory=list)
+    slots: Counter[tuple[str, str]] = field(default_factory=Counter)
+    new_item_vectors: int = 0
 
 
 class Pipeline:
@@ -84,6 +98,9 @@ class Pipeline:
             ``ts_too_old`` (None: no limit; replays of old traffic are legitimate).
         recommender: fused ranking (encoder + trending + co-visitation, exploration); when
             None, the encoder's nearest neighbours alone are ranked.
+        trained: ids of the items the model was trained on, which tells new items apart in
+            ``BatchStats.slots`` under encoder-only ranking (the recommender knows its own);
+            without either, every item counts as trained.
     """
 
     def __init__(
@@ -96,9 +113,11 @@ class Pipeline:
         max_future_ms: int | None = None,
         max_age_ms: int | None = None,
         recommender: Recommender | None = None,
+        trained: Collection[str] | None = None,
     ) -> None:
         self.settings = settings
         self.recommender = recommender
+        self._trained = frozenset(trained) if trained is not None and recommender is None else None
         # the rich lists (source, propensity) of the last batch: (user_id, items) per event
         self.last_shown: list[tuple[str, list[ShownItem]]] = []
         self.max_future_ms = max_future_ms
@@ -152,8 +171,10 @@ class Pipeline:
         excl = [exclusions(s, self.settings.exclude_history) for _, _, s in snapshots]
         if self.recommender is not None:
             with _timed(stats, "rank"):
+                written = self.recommender.new_items.updates
                 for _, event, _ in snapshots:
                     self.recommender.observe(event)  # first: new evidence counts at once
+                stats.new_item_vectors += self.recommender.new_items.updates - written
                 shown = self.recommender.recommend_batch(
                     [s for _, _, s in snapshots],
                     excl,
@@ -163,6 +184,9 @@ class Pipeline:
             self.last_shown = [
                 (e.user_id, items) for (_, e, _), items in zip(snapshots, shown, strict=True)
             ]
+            for items in shown:
+                for s in items:
+                    stats.slots[("explore" if s.explored else s.source, self._kind(s.item_id))] += 1
             return [
                 tuple(
                     RecItem(s.item_id, round(float(s.score), 6), s.propensity, s.explored)
@@ -174,10 +198,22 @@ class Pipeline:
             vectors = self.encoder.encode([self._history_vectors(s) for _, _, s in snapshots])
         with _timed(stats, "search"):
             found = self.index.search(vectors, self.settings.top_k, excl)
-        return [
+        lists = [
             rank(cands, self.settings.top_k, skip, self.index.is_live)
             for cands, skip in zip(found, excl, strict=True)
         ]
+        for ranked in lists:
+            for item in ranked:
+                stats.slots[("encoder", self._kind(item.item_id))] += 1
+        return lists
+
+    def _kind(self, item_id: str) -> str:
+        """``new`` for an item the model was not trained on, else ``trained`` (slot metrics)."""
+        if self.recommender is not None:
+            new = self.recommender.new_items.is_new(item_id)
+        else:
+            new = self._trained is not None and item_id not in self._trained
+        return "new" if new else "trained"
 
     def _decode(
         self, records: Sequence[Record], write: BatchWrite, stats: BatchStats

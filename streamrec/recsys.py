@@ -197,6 +197,7 @@ class Recommender:
         """Remember content features of a catalog item (call after the index applied ``op``)."""
         if op.op == "upsert":
             self.new_items.set_content(op.item_id, op.vector)
+        self.new_items.refresh(op.item_id)  # deletes and unavailable upserts hide a new item
 
     # -- serving -------------------------------------------------------------------------
     def recommend_batch(

@@ -139,8 +139,12 @@ class Worker:
             max_future_ms=settings.max_event_future_ms,
             max_age_ms=settings.max_event_age_ms or None,
             recommender=make_recommender(settings, self.model),
+            trained=self.model.files.item_ids,
         )
         self.metrics.bind_index(lambda: self.model.index)
+        recommender = self.pipeline.recommender
+        if recommender is not None:
+            self.metrics.bind_new_items(lambda: recommender.new_items.searchable)
         self.store = Store(settings.db_url, settings.group_id)
         self.generations: dict[int, int] = {}
         self._unclaimed: set[TopicPartition] = set()
@@ -195,7 +199,14 @@ class Worker:
 
     def _open_clients(self) -> None:
         self.producer = make_producer(self.settings)
-        self.catalog = CatalogFollower(self.settings, self.model.index, self.metrics, self.producer)
+        rec = self.pipeline.recommender
+        self.catalog = CatalogFollower(
+            self.settings,
+            self.model.index,
+            self.metrics,
+            self.producer,
+            on_op=rec.observe_catalog if rec is not None else None,
+        )
         self.catalog.catch_up()
         self.metrics.index_refreshed()
         self.consumer = make_consumer(self.settings)
@@ -527,3 +538,6 @@ class Worker:
             self.metrics.events_consumed.labels(type=etype, outcome=outcome).inc(count)
         for stage, seconds in stats.stage_seconds.items():
             self.metrics.stage_seconds.labels(stage=stage).observe(seconds)
+        self.metrics.new_item_vectors.inc(stats.new_item_vectors)
+        for (source, kind), count in stats.slots.items():
+            self.metrics.recommended_slots.labels(source=source, item=kind).inc(count)

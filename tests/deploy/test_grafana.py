@@ -32,6 +32,7 @@ def test_dashboard_covers_what_operators_need() -> None:
         "Index health",
         "Model",
         "Quality signals",
+        "Cold start and sources",
     }
     exprs = " ".join(e for _, e in dashboard_expressions(DASHBOARD))
     for needle in (
@@ -41,6 +42,10 @@ def test_dashboard_covers_what_operators_need() -> None:
         "streamrec_index_refresh_age_seconds",
         "streamrec_model_info",
         "streamrec_catalog_coverage_ratio",
+        "streamrec_recommended_slots_total",
+        'streamrec_recommended_slots_total{item="new"}',
+        "streamrec_new_item_vectors_total",
+        "streamrec_new_items",
     ):
         assert needle in exprs, needle
 

@@ -139,6 +139,24 @@ def test_quality_gauges() -> None:
     assert s[("streamrec_click_hit_ratio", ())] == 1
 
 
+def test_new_item_metrics() -> None:
+    metrics = Metrics()
+    s = _samples(metrics)
+    assert ("streamrec_new_items", ()) not in s  # nothing bound: no sample (encoder ranking)
+    assert s[("streamrec_new_item_vectors_total", ())] == 0
+    slots = {labels for (name, labels) in s if name == "streamrec_recommended_slots_total"}
+    assert len(slots) == 10  # every (source, item) pair exists from the start, at 0
+    assert (("item", "new"), ("source", "explore")) in slots
+    searchable = [3]
+    metrics.bind_new_items(lambda: searchable[0])
+    assert _samples(metrics)[("streamrec_new_items", ())] == 3
+    searchable[0] = 1
+    metrics.new_item_vectors.inc(2)
+    s = _samples(metrics)
+    assert s[("streamrec_new_items", ())] == 1
+    assert s[("streamrec_new_item_vectors_total", ())] == 2
+
+
 ALLOWED_LABELS = {
     "type",
     "outcome",
@@ -152,6 +170,8 @@ ALLOWED_LABELS = {
     "version",
     "dim",
     "max_len",
+    "source",
+    "item",
 }
 
 
@@ -163,9 +183,13 @@ def test_labels_are_bounded_and_never_ids() -> None:
     metrics.errors.labels(component="store").inc()
     metrics.model_info.info({"version": "v1", "dim": "8", "max_len": "20"})
     metrics.set_lag({0: 1})
-    labels = {k for (_, pairs) in _samples(metrics) for k, _ in pairs}
+    metrics.recommended_slots.labels(source="covisit", item="new").inc()
+    samples = _samples(metrics)
+    labels = {k for (_, pairs) in samples for k, _ in pairs}
     assert labels <= ALLOWED_LABELS, labels - ALLOWED_LABELS
-    assert not any("user" in k or "item" in k for k in labels)
+    assert not any("user" in k or ("item" in k and k != "item") for k in labels)
+    # the one label named "item" says what kind of item, never which one
+    assert {v for (_, pairs) in samples for k, v in pairs if k == "item"} == {"trained", "new"}
 
 
 def test_metric_names_follow_prometheus_conventions() -> None:

@@ -50,3 +50,13 @@ def test_lag_index_health_and_quality_are_exported(settings: Settings) -> None:
     assert 0 < coverage <= 1
     assert metrics[("streamrec_cold_start_ratio", ())] > 0  # every user starts cold
     assert ("streamrec_click_hit_ratio", ()) in metrics  # users click again after a rec
+    # only trained items here: the cold-start metrics are bound and exported, at zero
+    assert metrics[("streamrec_new_items", ())] == 0
+    assert metrics[("streamrec_new_item_vectors_total", ())] == 0
+    slots = {
+        dict(labels)["source"] + "/" + dict(labels)["item"]: v
+        for (name, labels), v in metrics.items()
+        if name == "streamrec_recommended_slots_total"
+    }
+    assert sum(slots.values()) == 40 * settings.top_k
+    assert not any(v for key, v in slots.items() if key.endswith("/new") or key.startswith("enc"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from streamrec.catalog import apply_catalog_op
 from streamrec.events import CatalogOp
 from streamrec.recsys import Recommender, RecsysConfig
 from streamrec.testing import MeanEncoder, make_event, random_index
@@ -77,3 +78,30 @@ def test_a_prior_shrinks_vectors_backed_by_little_evidence() -> None:
         rec.observe(make_event(user_id=f"w{n}", item_id="i3"))
         rec.observe(make_event(user_id=f"w{n}", item_id="fresh"))
     np.testing.assert_allclose(rec.index.vectors_of(["fresh"])[0], v3 * 6 / 9, rtol=1e-5)
+
+
+def test_searchable_counts_new_items_with_a_live_evidence_or_content_vector() -> None:
+    rec = make_recommender()
+    assert rec.new_items.searchable == 0
+    rec.observe(make_event(user_id="u", item_id="i3"))
+    rec.observe(make_event(user_id="u", item_id="fresh"))  # evidence: counted
+    assert rec.new_items.searchable == 1
+    content = tuple(float(x) for x in np.ones(8))
+    shiny, plain = (
+        CatalogOp("shiny", "upsert", True, 0, content),
+        CatalogOp("plain", "upsert", True, 0),
+    )
+    for op in (shiny, plain):
+        apply_catalog_op(rec.index, op)  # the worker's catalog follower, then the recommender
+        rec.observe_catalog(op)
+    assert rec.new_items.searchable == 2  # "shiny" has a content vector, "plain" the centroid
+    for op in (CatalogOp("fresh", "delete", False, 1), CatalogOp("shiny", "upsert", False, 1)):
+        apply_catalog_op(rec.index, op)
+        rec.observe_catalog(op)
+    assert rec.new_items.searchable == 0
+    back = CatalogOp("fresh", "upsert", True, 2)
+    apply_catalog_op(rec.index, back)
+    rec.observe_catalog(back)
+    assert rec.new_items.searchable == 1
+    rec.observe_catalog(CatalogOp("i3", "delete", False, 3))  # trained items never count
+    assert rec.new_items.searchable == 1

@@ -14,6 +14,7 @@ from streamrec.config import Settings, load_settings
 from streamrec.events import Event, encode_event, rec_id_for
 from streamrec.history import UserState, apply_event, fold_events
 from streamrec.pipeline import Pipeline, Record
+from streamrec.recsys import Recommender, RecsysConfig
 from streamrec.state import OutboxMessage
 from streamrec.testing import FakeClock, MeanEncoder, MemoryStateReader, random_index
 
@@ -50,6 +51,14 @@ def _pipeline(**overrides: Any) -> Pipeline:
         model_version="v-test",
         clock=FakeClock(1_700_000_000.5),
     )
+
+
+def _fused_pipeline(explore_rate: float = 0.0) -> Pipeline:
+    encoder, index = MeanEncoder(DIM, max_len=20), random_index(N_ITEMS, DIM, seed=1)
+    config = RecsysConfig(k=K, explore_rate=explore_rate, seed=3)
+    trained = [f"i{n}" for n in range(N_ITEMS)]
+    recommender = Recommender(encoder, index, config, trained=trained)
+    return Pipeline(_settings(), encoder, index, "v-test", FakeClock(), recommender=recommender)
 
 
 def _ev(eid: str, user: str, item: str, kind: str = "click", ts: int = 1) -> Event:
@@ -319,3 +328,58 @@ def test_surrogate_id_is_dead_lettered_and_batch_goes_on() -> None:
     write, _ = _pipeline().process(records, MemoryStateReader(), {0: 1})
     assert len(_dlq(write.messages)) == 1
     assert len(_recs(write.messages)) == 1
+
+
+def test_fused_stats_count_new_item_vectors_and_slots_by_source_and_item_kind() -> None:
+    pipe = _fused_pipeline()
+    rec = _Records()
+    # u1's "fresh" (never trained) co-occurs with i1..i3: its vector is written in this batch,
+    # and u2, who clicks the same items, is shown it in the same batch
+    events = [_ev(f"a{n}", "u1", item) for n, item in enumerate(["i1", "i2", "i3", "fresh"])]
+    events += [_ev(f"b{n}", "u2", item) for n, item in enumerate(["i1", "i2", "i3"])]
+    write, stats = pipe.process([rec.event(e) for e in events], MemoryStateReader(), {0: 1})
+
+    assert stats.new_item_vectors == 1
+    assert pipe.recommender is not None and pipe.recommender.new_items.searchable == 1
+    assert sum(stats.slots.values()) == K * len(events)
+    shown = [s for _, items in pipe.last_shown for s in items]
+    new_shown = sum(1 for s in shown if s.item_id == "fresh")
+    assert new_shown >= 1
+    assert sum(n for (_, kind), n in stats.slots.items() if kind == "new") == new_shown
+    assert {source for source, _ in stats.slots} <= {"ann", "trending", "covisit"}
+    for source in {s.source for s in shown}:
+        assert stats.slots[(source, "trained")] + stats.slots[(source, "new")] == sum(
+            1 for s in shown if s.source == source
+        )
+    assert len(_recs(write.messages)) == len(events)
+
+
+def test_explored_slots_count_as_explore() -> None:
+    pipe = _fused_pipeline(explore_rate=0.5)
+    rec = _Records()
+    events = [_ev(f"e{n}", f"u{n % 3}", f"i{(n * 7) % N_ITEMS}") for n in range(30)]
+    _, stats = pipe.process([rec.event(e) for e in events], MemoryStateReader(), {0: 1})
+    explored = sum(1 for _, items in pipe.last_shown for s in items if s.explored)
+    assert explored > 0
+    assert stats.slots[("explore", "trained")] == explored
+    assert stats.new_item_vectors == 0
+
+
+def test_encoder_ranking_counts_encoder_slots_and_tells_new_items_apart() -> None:
+    trained = [f"i{n}" for n in range(N_ITEMS - 5)]  # the last five came from the catalog
+    pipe = Pipeline(
+        _settings(top_k=N_ITEMS - 1),
+        MeanEncoder(DIM, max_len=20),
+        random_index(N_ITEMS, DIM, seed=1),
+        "v-test",
+        FakeClock(),
+        trained=trained,
+    )
+    _, stats = pipe.process([_Records().event(_ev("e1", "u1", "i1"))], MemoryStateReader(), {0: 1})
+    assert stats.slots == {("encoder", "trained"): N_ITEMS - 6, ("encoder", "new"): 5}
+    assert stats.new_item_vectors == 0
+    # without a list of trained items every item counts as trained
+    _, stats = _pipeline().process(
+        [_Records().event(_ev("e1", "u1", "i1"))], MemoryStateReader(), {0: 1}
+    )
+    assert stats.slots == {("encoder", "trained"): K}
