@@ -48,7 +48,8 @@ class Settings(BaseSettings):
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
 
-    # Model, index, ranking
+    # Model, index, ranking (the ranking defaults were chosen on a validation window by
+    # benchmarks/tune.py: BENCHMARKS.md; tests/docs/test_tuning.py keeps them in step)
     model_dir: Path = Field(Path("model"), description="directory written by `streamrec train`")
     top_k: int = Field(10, ge=1, le=1000, description="items per recommendation")
     encoder_threads: int = Field(1, ge=1, description="onnxruntime intra-op threads")
@@ -65,20 +66,20 @@ class Settings(BaseSettings):
     )
     fusion_rrf_k: float = Field(60.0, ge=0, description="the reciprocal-rank fusion constant")
     weight_ann: float = Field(1.0, ge=0, description="fusion weight of the encoder's candidates")
-    weight_trending: float = Field(1.0, ge=0, description="fusion weight of the trending list")
-    weight_covisit: float = Field(1.0, ge=0, description="fusion weight of co-visitation")
+    weight_trending: float = Field(0.5, ge=0, description="fusion weight of the trending list")
+    weight_covisit: float = Field(1.5, ge=0, description="fusion weight of co-visitation")
     blend_half_history: float = Field(
         3.0, ge=0, description="history length at which the encoder gets half its weight"
     )
     trending_floor: float = Field(
-        0.2, ge=0, le=1, description="share of the trending weight kept for long histories"
+        0.0, ge=0, le=1, description="share of the trending weight kept for long histories"
     )
     candidate_pool: int = Field(100, ge=1, le=10000, description="candidates per source")
     explore_rate: float = Field(
-        0.05, ge=0.0, lt=1.0, description="probability that a slot shows an exploration item"
+        0.03, ge=0.0, lt=1.0, description="probability that a slot shows an exploration item"
     )
     explore_from: Literal["ann", "fused", "catalog"] = Field(
-        "ann", description="exploration pool: encoder candidates, fused tail or whole catalog"
+        "catalog", description="exploration pool: encoder candidates, fused tail or whole catalog"
     )
     explore_pool: int = Field(100, ge=1, description="size of the ann and fused pools")
     explore_seed: int = Field(0, description="seed of the exploration policy (per event id)")
@@ -87,7 +88,7 @@ class Settings(BaseSettings):
     )
     covisit_window: int = Field(20, ge=1, description="earlier events of a user paired per event")
     covisit_half_life_s: float = Field(
-        0.0, ge=0, description="half-life of co-visitation counts, event-time seconds (0: none)"
+        30 * 86400.0, ge=0, description="half-life of co-visitation counts, event-time s (0: none)"
     )
     purchase_weight: float = Field(
         3.0, ge=0, description="weight of a purchase relative to a click (trending, co-visitation)"

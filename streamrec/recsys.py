@@ -60,7 +60,7 @@ ExploreFrom = Literal["ann", "fused", "catalog"]
 
 @dataclass(frozen=True)
 class RecsysConfig:
-    """Settings of the recommender (defaults are the ones the ML-100k replay reports).
+    """Settings of the recommender; the defaults are the worker's (``from_settings``).
 
     Attributes:
         k: items per list.
@@ -98,21 +98,21 @@ class RecsysConfig:
     fusion: FusionMethod = "rrf"
     rrf_k: float = 60.0
     weight_ann: float = 1.0
-    weight_trending: float = 1.0
-    weight_covisit: float = 1.0
+    weight_trending: float = 0.5
+    weight_covisit: float = 1.5
     blend_half_history: float = 3.0
-    trending_floor: float = 0.2
+    trending_floor: float = 0.0
     trending_half_life_s: float = 7 * 86400.0
     covisit_window: int = 20
     covisit_recent: int = 5
     covisit_max_neighbors: int = 200
-    covisit_half_life_s: float | None = None
+    covisit_half_life_s: float | None = 30 * 86400.0
     new_item_vectors: bool = True
     content_weight: float = 2.0
     new_item_prior: float = 0.0
     event_weights: dict[str, float] = field(default_factory=lambda: {"click": 1.0, "purchase": 3.0})
-    explore_rate: float = 0.05
-    explore_from: ExploreFrom = "ann"
+    explore_rate: float = 0.03
+    explore_from: ExploreFrom = "catalog"
     explore_pool: int = 100
     seed: int = 0
 

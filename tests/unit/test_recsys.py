@@ -30,7 +30,8 @@ def test_a_new_user_gets_the_trending_list() -> None:
     [shown] = rec.recommend_batch([EMPTY], [set()], 5)
     assert [s.item_id for s in shown] == [i for i, _ in rec.trending.top(5)]
     assert {s.source for s in shown} == {"trending"}
-    assert rec.source_weights(EMPTY) == {"ann": 0.0, "trending": 1.0, "covisit": 0.0}
+    full = rec.config.weight_trending  # the whole trending weight, nothing else
+    assert rec.source_weights(EMPTY) == {"ann": 0.0, "trending": full, "covisit": 0.0}
 
 
 def test_the_encoder_weight_grows_with_history() -> None:
