@@ -66,9 +66,20 @@ class NewItemVectors:
         Returns:
             the new items whose vector was written.
         """
-        touched = [i for i in {item_id, *paired} if self.is_new(i)]
+        return self.refresh({item_id, *paired})
+
+    def refresh(self, items: Iterable[str]) -> list[str]:
+        """Write the current evidence vector of every new item among ``items``.
+
+        One call after many events gives the same vectors as one ``on_pairs`` per event: an
+        item's vector only depends on its own co-visitation row, which changes only in events
+        that touch it.
+
+        Returns:
+            the new items whose vector was written.
+        """
         written = []
-        for new in sorted(touched):
+        for new in sorted({i for i in items if self.is_new(i)}):
             vector = self.vector_for(new)
             if vector is not None:
                 self.index.upsert(new, vector.tolist(), available=self._available(new))
