@@ -20,7 +20,7 @@ within a second of the event).
 
 For metrics, ``updates`` counts the vectors written and ``searchable`` the new items whose
 evidence or content vector is in the index and live now (kept as a set, so reading it is O(1);
-the recommender calls ``refresh`` after every catalog change of an item).
+the recommender calls ``update_searchable`` after every catalog change of an item).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class NewItemVectors:
         """New items with an evidence or content vector that are searchable now (O(1))."""
         return len(self._searchable)
 
-    def refresh(self, item_id: str) -> None:
+    def update_searchable(self, item_id: str) -> None:
         """Re-check whether a new item counts as searchable (after the index changed for it)."""
         if item_id in self._vectored and self.index.is_live(item_id):
             self._searchable.add(item_id)
@@ -86,7 +86,7 @@ class NewItemVectors:
         if vector is not None and self.is_new(item_id):
             self._content[item_id] = np.asarray(list(vector), dtype=np.float32)
             self._vectored.add(item_id)  # the catalog wrote this vector into the index
-        self.refresh(item_id)
+        self.update_searchable(item_id)
 
     def on_pairs(self, item_id: str, paired: Iterable[str]) -> list[str]:
         """After an event of ``item_id`` paired with ``paired``: refresh the new items' vectors.
@@ -94,15 +94,26 @@ class NewItemVectors:
         Returns:
             the new items whose vector was written.
         """
-        touched = [i for i in {item_id, *paired} if self.is_new(i)]
+        return self.write_vectors({item_id, *paired})
+
+    def write_vectors(self, items: Iterable[str]) -> list[str]:
+        """Write the current evidence vector of every new item among ``items``.
+
+        One call after many events gives the same vectors as one ``on_pairs`` per event: an
+        item's vector only depends on its own co-visitation row, which changes only in events
+        that touch it.
+
+        Returns:
+            the new items whose vector was written.
+        """
         written = []
-        for new in sorted(touched):
+        for new in sorted({i for i in items if self.is_new(i)}):
             vector = self.vector_for(new)
             if vector is not None:
                 self.index.upsert(new, vector.tolist(), available=self._available(new))
                 self.updates += 1
                 self._vectored.add(new)
-                self.refresh(new)
+                self.update_searchable(new)
                 written.append(new)
         return written
 

@@ -115,6 +115,14 @@ class Settings(BaseSettings):
 
     # State
     db_url: str = Field("sqlite:///streamrec.db", description="SQLAlchemy database URL")
+    stream_state_restore_events: int = Field(
+        50_000,
+        ge=0,
+        description=(
+            "applied events per claimed partition (the latest ones) read back from the database "
+            "into the fused ranking's trending and co-visitation state; 0 disables the restore"
+        ),
+    )
 
     # Operations
     metrics_host: str = Field("127.0.0.1", description="address of /metrics, /healthz, /readyz")

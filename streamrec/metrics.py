@@ -215,6 +215,12 @@ class Metrics:
             ["component"],
             registry=r,
         )
+        self.stream_state_restored = Counter(
+            "streamrec_stream_state_restored_events_total",
+            "Applied events read back from the database into the fused recommender's stream "
+            "state (trending, co-visitation) when partitions were claimed.",
+            registry=r,
+        )
         self.up = Gauge(
             "streamrec_ready",
             "1 when the worker has partitions, a model and a reachable database.",

@@ -32,7 +32,7 @@ from streamrec.index import ItemIndex
 from streamrec.kafka_io import dead_letter_headers
 from streamrec.quality import RecObservation
 from streamrec.recommender import exclusions, rank
-from streamrec.state import BatchWrite, OutboxMessage
+from streamrec.state import AppliedEvent, BatchWrite, OutboxMessage
 
 if TYPE_CHECKING:
     from streamrec.explore import ShownItem
@@ -172,8 +172,10 @@ class Pipeline:
         if self.recommender is not None:
             with _timed(stats, "rank"):
                 written = self.recommender.new_items.updates
-                for _, event, _ in snapshots:
-                    self.recommender.observe(event)  # first: new evidence counts at once
+                for rec, event, _ in snapshots:
+                    # first: new evidence counts at once; an offset already observed (a batch
+                    # re-read after a failed commit) is not counted again
+                    self.recommender.observe(event, rec.partition, rec.offset)
                 stats.new_item_vectors += self.recommender.new_items.updates - written
                 shown = self.recommender.recommend_batch(
                     [s for _, _, s in snapshots],
@@ -268,7 +270,7 @@ class Pipeline:
                 self.settings.history_max_len,
             )
             write.users[event.user_id] = state
-            write.applied.append((event.event_id, event.user_id, rec.partition, rec.offset))
+            write.applied.append(AppliedEvent(event, rec.partition, rec.offset))
             snapshots.append((rec, event, state))
         return snapshots
 

@@ -1,8 +1,11 @@
 """The recommender the pipeline calls: candidate sources, fusion, cold start and exploration.
 
-``Recommender.observe(event)`` keeps the stream-fed state up to date (in memory; its clock is
-the events' ``ts``): the time-decayed trending list, item-to-item co-visitation, and vectors of
-items the model never saw (written to the index at once). ``recommend_batch`` replaces the
+``Recommender.observe(event, partition, offset)`` keeps the stream-fed state up to date (in
+memory; its clock is the events' ``ts``): the time-decayed trending list, item-to-item
+co-visitation, and vectors of items the model never saw (written to the index at once). Each
+partition's offsets are counted once (a batch re-read after a failed commit is skipped), and
+``restore`` rebuilds the state from a partition's recent events (the worker reads them from
+the database when it claims the partition). ``recommend_batch`` replaces the
 pipeline's encode -> search -> rank steps for a batch of user states:
 
 1. **Candidates**, ``pool`` per source, every one filtered (the user's exclusions and
@@ -184,20 +187,73 @@ class Recommender:
             index, trained, self.covisit, cfg.content_weight, prior=cfg.new_item_prior
         )
         self.max_len = max(encoder.max_len, 1)
+        self._next_offsets: dict[int, int] = {}  # per partition: the next offset not yet counted
 
     # -- state ---------------------------------------------------------------------------
-    def observe(self, event: Event) -> None:
-        """Update trending, co-visitation and new-item vectors with one (fresh) event."""
-        self.trending.observe(event.item_id, event.type, event.ts)
-        paired = self.covisit.observe(event.user_id, event.item_id, event.type, event.ts)
+    def observe(
+        self, event: Event, partition: int | None = None, offset: int | None = None
+    ) -> bool:
+        """Update trending, co-visitation and new-item vectors with one (fresh) event.
+
+        Args:
+            event: the event.
+            partition: its input partition; None (e.g. a replay's warm-up) always counts.
+            offset: its offset in ``partition``.
+
+        Returns:
+            False, counting nothing, when this partition's ``offset`` was already observed
+            (a batch re-read after a failed commit, or restored from the database).
+        """
+        if not self._take_offset(partition, offset):
+            return False
+        paired = self._count(event)
         if self.config.new_item_vectors:
             self.new_items.on_pairs(event.item_id, paired)
+        return True
+
+    def restore(self, partition: int, events: Sequence[tuple[int, Event]]) -> int:
+        """Observe ``(offset, event)`` pairs of one partition, in offset order.
+
+        The same state as ``observe`` on each of them (offsets already observed are skipped),
+        but each touched new item's vector is computed once, at the end.
+
+        Returns:
+            the number of events counted.
+        """
+        touched: set[str] = set()
+        counted = 0
+        for offset, event in events:
+            if self._take_offset(partition, offset):
+                touched.add(event.item_id)
+                touched.update(self._count(event))
+                counted += 1
+        if self.config.new_item_vectors and touched:
+            self.new_items.write_vectors(touched)
+        return counted
+
+    def next_offset(self, partition: int) -> int:
+        """The first offset of ``partition`` not observed yet (0 when none was)."""
+        return self._next_offsets.get(partition, 0)
+
+    def _take_offset(self, partition: int | None, offset: int | None) -> bool:
+        if partition is None or offset is None:
+            return True
+        if offset < self._next_offsets.get(partition, 0):
+            return False
+        self._next_offsets[partition] = offset + 1
+        return True
+
+    def _count(self, event: Event) -> list[str]:
+        """Trending and co-visitation; returns the items the event was paired with."""
+        self.trending.observe(event.item_id, event.type, event.ts)
+        return self.covisit.observe(event.user_id, event.item_id, event.type, event.ts)
 
     def observe_catalog(self, op: CatalogOp) -> None:
         """Remember content features of a catalog item (call after the index applied ``op``)."""
         if op.op == "upsert":
             self.new_items.set_content(op.item_id, op.vector)
-        self.new_items.refresh(op.item_id)  # deletes and unavailable upserts hide a new item
+        # deletes and unavailable upserts hide a new item
+        self.new_items.update_searchable(op.item_id)
 
     # -- serving -------------------------------------------------------------------------
     def recommend_batch(

@@ -251,7 +251,7 @@ def replay_config(
         clock_s[0] = batch[-1].ts / 1000.0
         write, _stats = pipeline.process(records, store, {0: 0})
         store.users.update(write.users)
-        store.applied_ids.update(a[0] for a in write.applied)
+        store.applied_ids.update(a.event.event_id for a in write.applied)
         published = [m for m in write.messages if m.topic == settings.recs_topic]
         for message, (user, shown) in zip(published, pipeline.last_shown, strict=True):
             sent = [it["item_id"] for it in json.loads(message.value or b"{}")["items"]]

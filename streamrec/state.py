@@ -1,10 +1,11 @@
 """State in a SQL database (SQLite by default, PostgreSQL in production).
 
 Exactly-once state comes from here, not from Kafka: one transaction per batch writes the users'
-new states, the ids of the applied events (dedupe), the output messages (outbox) and the next
-offsets of the batch's partitions. The offset write is guarded by the partition's generation,
-which every new owner bumps when it is assigned the partition: a worker that lost the partition
-fails its transaction with ``FencedError`` and writes nothing.
+new states, the applied events (their ids dedupe; item, type and time restore the fused
+ranking's stream state, ``recent_events``), the output messages (outbox) and the next offsets
+of the batch's partitions. The offset write is guarded by the partition's generation, which
+every new owner bumps when it is assigned the partition: a worker that lost the partition fails
+its transaction with ``FencedError`` and writes nothing. The tables are in ``streamrec.schema``.
 """
 
 from __future__ import annotations
@@ -16,72 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    Text,
-    bindparam,
-    create_engine,
-    delete,
-    event,
-    insert,
-    select,
-    update,
-)
+from sqlalchemy import bindparam, create_engine, delete, event, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from streamrec.errors import FencedError, StoreError
+from streamrec.events import EVENT_TYPES, Event
 from streamrec.history import UserState
-
-ID = String(256)
-metadata = MetaData()
-
-users = Table(
-    "users",
-    metadata,
-    Column("user_id", ID, primary_key=True),
-    Column("history", Text, nullable=False),
-    Column("purchased", Text, nullable=False),
-    Column("n_events", Integer, nullable=False),
-    Column("last_ts", BigInteger, nullable=False),
-)
-applied_events = Table(
-    "applied_events",
-    metadata,
-    Column("event_id", ID, primary_key=True),
-    Column("user_id", ID, nullable=False),
-    Column("partition", Integer, nullable=False),
-    Column("offset", BigInteger, nullable=False),
-)
-partition_offsets = Table(
-    "partition_offsets",
-    metadata,
-    Column("group_id", ID, primary_key=True),
-    Column("topic", ID, primary_key=True),
-    Column("partition", Integer, primary_key=True),
-    Column("next_offset", BigInteger, nullable=True),
-    Column("generation", Integer, nullable=False),
-)
-outbox = Table(
-    "outbox",
-    metadata,
-    Column(
-        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    ),
-    Column("topic", ID, nullable=False),
-    Column("partition", Integer, nullable=False),
-    Column("key", LargeBinary, nullable=True),
-    Column("value", LargeBinary, nullable=True),
-    Column("headers", Text, nullable=False),
-    Column("event_ts_ms", BigInteger, nullable=False),
-    sqlite_autoincrement=True,  # ids never reused: relays delete by id
-)
+from streamrec.schema import applied_events, outbox, partition_offsets, users
 
 _UPDATE_USER = (
     update(users)
@@ -129,6 +72,21 @@ class OutboxMessage:
     id: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class AppliedEvent:
+    """An event a batch applies, with its position in the input topic.
+
+    Attributes:
+        event: the event.
+        partition: its input partition.
+        offset: its offset in that partition.
+    """
+
+    event: Event
+    partition: int
+    offset: int
+
+
 @dataclass
 class BatchWrite:
     """Everything one batch writes, in one transaction."""
@@ -138,7 +96,7 @@ class BatchWrite:
     next_offsets: dict[int, int]
     users: dict[str, UserState] = field(default_factory=dict)
     existing_users: set[str] = field(default_factory=set)
-    applied: list[tuple[str, str, int, int]] = field(default_factory=list)
+    applied: list[AppliedEvent] = field(default_factory=list)
     messages: list[OutboxMessage] = field(default_factory=list)
 
 
@@ -319,10 +277,7 @@ class Store:
                 if batch.applied:
                     conn.execute(
                         insert(applied_events),
-                        [
-                            {"event_id": e, "user_id": u, "partition": p, "offset": o}
-                            for e, u, p, o in batch.applied
-                        ],
+                        [_applied_row(a) for a in batch.applied],
                     )
                 new = [
                     _user_row(u, s) for u, s in batch.users.items() if u not in batch.existing_users
@@ -380,6 +335,39 @@ class Store:
         except SQLAlchemyError as exc:
             raise StoreError(f"clearing the outbox failed: {type(exc).__name__}") from exc
 
+    def recent_events(
+        self, partition: int, from_offset: int, limit: int
+    ) -> list[tuple[int, Event]]:
+        """The latest ``limit`` applied events of a partition at or after ``from_offset``.
+
+        Rows applied before revision 0002 (without item, type and time) are skipped. Applied
+        events carry no topic: one database serves one events topic.
+
+        Returns:
+            ``(offset, event)`` pairs in offset order.
+        """
+        if limit <= 0:
+            return []
+        c = applied_events.c
+        q = (
+            select(c.offset, c.event_id, c.user_id, c.item_id, c.type, c.ts)
+            .where(
+                (c.partition == partition)
+                & (c.offset >= from_offset)
+                & c.item_id.is_not(None)
+                & c.type.in_(EVENT_TYPES)
+                & c.ts.is_not(None)
+            )
+            .order_by(c.offset.desc())
+            .limit(limit)
+        )
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(q).all()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"reading recent events failed: {type(exc).__name__}") from exc
+        return [(int(r[0]), Event(r[1], r[2], r[3], r[4], int(r[5]))) for r in reversed(rows)]
+
     def all_users(self) -> dict[str, UserState]:
         """Every user's state (for tests, replay checks and small deployments)."""
         try:
@@ -396,6 +384,19 @@ def _user_state(row: Any) -> UserState:
         n_events=row.n_events,
         last_ts=row.last_ts,
     )
+
+
+def _applied_row(applied: AppliedEvent) -> dict[str, Any]:
+    e = applied.event
+    return {
+        "event_id": e.event_id,
+        "user_id": e.user_id,
+        "partition": applied.partition,
+        "offset": applied.offset,
+        "item_id": e.item_id,
+        "type": e.type,
+        "ts": e.ts,
+    }
 
 
 def _outbox_row(msg: OutboxMessage) -> dict[str, Any]:

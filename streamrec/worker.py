@@ -11,6 +11,11 @@
 A crash anywhere before 4 loses nothing (the batch is re-read from the stored offsets); a crash
 between 4 and 5 re-publishes from the outbox on restart (same ``rec_id``: at-least-once output,
 exactly-once state). Signals only set the stop flag: the loop finishes its batch and exits.
+
+Claimed partitions stay paused until the fused recommender's stream state (trending,
+co-visitation) has been restored from their latest applied events in the database, a slice per
+loop iteration (``streamrec.restore``); the recommender counts each partition offset once, so a
+batch re-read after a failed commit is not counted twice.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from streamrec.metrics import Metrics
 from streamrec.modelfiles import ModelFiles, read_model_dir
 from streamrec.pipeline import Pipeline, Record
 from streamrec.recsys import Recommender, RecsysConfig
+from streamrec.restore import make_state_restore
 from streamrec.state import BatchWrite, OutboxMessage, Store
 
 log = logging.getLogger(__name__)
@@ -146,6 +152,9 @@ class Worker:
         if recommender is not None:
             self.metrics.bind_new_items(lambda: recommender.new_items.searchable)
         self.store = Store(settings.db_url, settings.group_id)
+        self.state_restore = make_state_restore(
+            settings, self.store, self.pipeline.recommender, self.metrics.stream_state_restored.inc
+        )
         self.generations: dict[int, int] = {}
         self._unclaimed: set[TopicPartition] = set()
         self._paused_for_store = False
@@ -252,7 +261,8 @@ class Worker:
 
     # -- rebalance ---------------------------------------------------------------------------
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
-        """Pause new partitions until their offsets are read from the database (``_claim``)."""
+        """Pause new partitions until their offsets are read from the database (``_claim``)
+        and, with fused ranking, their stream state is restored (``_restore_some``)."""
         if assigned and self.consumer is not None:
             self.consumer.pause(*assigned)
             self._unclaimed.update(assigned)
@@ -262,6 +272,8 @@ class Worker:
         for tp in revoked:
             self.generations.pop(tp.partition, None)
             self._unclaimed.discard(tp)
+        if self.state_restore is not None:
+            self.state_restore.discard(tp.partition for tp in revoked)
         self.metrics.up.set(1 if self.generations else 0)
 
     def _claim(self) -> None:
@@ -279,6 +291,10 @@ class Worker:
         log.info("claimed partitions %s", sorted(claimed))
         resumed = list(self._unclaimed)
         self._unclaimed.clear()
+        if self.state_restore is not None:
+            # paused until all are restored: per user, live events come after restored ones
+            self.state_restore.add(list(claimed))
+            resumed = []
         self._relay_outbox(self.settings.publish_timeout_ms / 1000)
         if not self._paused_for_store:
             self.consumer.resume(*resumed)
@@ -298,6 +314,8 @@ class Worker:
                 self._maybe_resume()
             if self._unclaimed and not self._paused_for_store:
                 self._claim()
+            if self.state_restore is not None and not self._paused_for_store:
+                self._restore_some()
         except StoreError as exc:
             self._store_failed(exc, [])
         due = self._relay_at is not None and time.monotonic() >= self._relay_at
@@ -326,6 +344,17 @@ class Worker:
             [TopicPartition(self.settings.events_topic, p) for p in self.generations],
         )
         return len(records)
+
+    def _restore_some(self) -> None:
+        """A slice of the pending stream-state restores; resume the partitions once all are."""
+        assert self.consumer is not None and self.state_restore is not None
+        if not self.state_restore.pending:
+            return
+        finished = self.state_restore.step()
+        topic = self.settings.events_topic
+        owned = [TopicPartition(topic, p) for p in finished if p in self.generations]
+        if owned:
+            self.consumer.resume(*owned)
 
     def process(self, records: Sequence[Record]) -> None:
         """Steps 3 to 6 for one batch."""
@@ -384,7 +413,11 @@ class Worker:
         self._paused_for_store = False
         self._backoff_s = 0.5
         self._relay_outbox(self.settings.publish_timeout_ms / 1000)
-        self.consumer.resume(*(self.consumer.assignment() - self._unclaimed))
+        self.consumer.resume(*(self.consumer.assignment() - self._unclaimed - self._restoring()))
+
+    def _restoring(self) -> set[TopicPartition]:
+        pending = self.state_restore.pending if self.state_restore is not None else set()
+        return {TopicPartition(self.settings.events_topic, p) for p in pending}
 
     # -- broker health -----------------------------------------------------------------------
     def _check_broker(self) -> None:

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from streamrec.state import Store, metadata
+from streamrec.schema import metadata
+from streamrec.state import Store
 
 PG_HOST = "127.0.0.1"
 PG_PORT = 5432

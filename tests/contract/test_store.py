@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, inspect, select, text
 
 from streamrec.errors import BadEvent, FencedError, StoreError
 from streamrec.events import Event, decode_event
 from streamrec.history import UserState
-from streamrec.state import BatchWrite, OutboxMessage, Store, applied_events, outbox, users
+from streamrec.schema import applied_events, outbox, users
+from streamrec.state import MIGRATIONS_DIR, AppliedEvent, BatchWrite, OutboxMessage, Store
 
 TOPIC = "events"
 U1 = UserState(history=("a", "b"), purchased=("b",), n_events=2, last_ts=1_700_000_000_123)
@@ -26,6 +27,19 @@ def _msg(n: int, partition: int = 0, **kw: object) -> OutboxMessage:
     }
     fields.update(kw)
     return OutboxMessage(**fields)  # type: ignore[arg-type]
+
+
+def _ap(
+    event_id: str,
+    user_id: str,
+    partition: int,
+    offset: int,
+    item_id: str = "i1",
+    kind: str = "click",
+    ts: int = 1_700_000_000_000,
+) -> AppliedEvent:
+    event = Event(event_id, user_id, item_id, kind, ts)  # type: ignore[arg-type]
+    return AppliedEvent(event, partition, offset)
 
 
 def _batch(generations: dict[int, int], **kw: object) -> BatchWrite:
@@ -101,7 +115,7 @@ def test_commit_batch_writes_everything(store: Store) -> None:
         {0: gens[0][0], 1: gens[1][0]},
         next_offsets={0: 12, 1: 40},
         users={"u1": U1, "u2": U2},
-        applied=[("e1", "u1", 0, 10), ("e2", "u1", 0, 11), ("e3", "u2", 1, 39)],
+        applied=[_ap("e1", "u1", 0, 10), _ap("e2", "u1", 0, 11), _ap("e3", "u2", 1, 39)],
         messages=[_msg(1), _msg(2, partition=1), _msg(3)],
     )
     stored = store.commit_batch(batch)
@@ -127,7 +141,7 @@ def test_commit_updates_existing_users(store: Store) -> None:
 def test_stale_generation_is_fenced_and_writes_nothing(store: Store) -> None:
     old = store.claim_partitions(TOPIC, [0, 1])
     store.commit_batch(
-        _batch({0: old[0][0], 1: old[1][0]}, users={"u2": U2}, applied=[("e9", "u2", 1, 3)])
+        _batch({0: old[0][0], 1: old[1][0]}, users={"u2": U2}, applied=[_ap("e9", "u2", 1, 3)])
     )
     new = store.claim_partitions(TOPIC, [1])  # another worker takes partition 1
     before = _snapshot(store)
@@ -135,7 +149,7 @@ def test_stale_generation_is_fenced_and_writes_nothing(store: Store) -> None:
         {0: old[0][0], 1: old[1][0]},  # partition 0 is still ours, 1 is not
         next_offsets={0: 77, 1: 88},
         users={"u1": U1},
-        applied=[("e1", "u1", 0, 76), ("e2", "u1", 1, 87)],
+        applied=[_ap("e1", "u1", 0, 76), _ap("e2", "u1", 1, 87)],
         messages=[_msg(1), _msg(2)],
     )
     with pytest.raises(FencedError):
@@ -154,13 +168,13 @@ def test_unclaimed_partition_is_fenced(store: Store) -> None:
 
 def test_duplicate_applied_event_writes_nothing(store: Store) -> None:
     gen = store.claim_partitions(TOPIC, [0])[0][0]
-    store.commit_batch(_batch({0: gen}, applied=[("e1", "u1", 0, 1)], users={"u1": U1}))
+    store.commit_batch(_batch({0: gen}, applied=[_ap("e1", "u1", 0, 1)], users={"u1": U1}))
     before = _snapshot(store)
     again = _batch(
         {0: gen},
         next_offsets={0: 99},
         users={"u2": U2},
-        applied=[("e2", "u2", 0, 2), ("e1", "u1", 0, 1)],
+        applied=[_ap("e2", "u2", 0, 2), _ap("e1", "u1", 0, 1)],
         messages=[_msg(5)],
     )
     with pytest.raises(StoreError):  # FencedError is a StoreError
@@ -248,7 +262,7 @@ def test_reads_on_an_empty_store(store: Store) -> None:
 def test_reads_beyond_one_chunk(store: Store) -> None:
     gen = store.claim_partitions(TOPIC, [0])[0][0]
     many = {f"u{n}": UserState(history=(f"i{n}",), n_events=1, last_ts=n) for n in range(1203)}
-    applied = [(f"e{n}", f"u{n}", 0, n) for n in range(1203)]
+    applied = [_ap(f"e{n}", f"u{n}", 0, n) for n in range(1203)]
     store.commit_batch(_batch({0: gen}, users=many, applied=applied))
     assert store.load_users([*many, "ghost"]) == many
     assert store.applied([f"e{n}" for n in range(0, 1300, 2)]) == {
@@ -260,7 +274,7 @@ def test_unicode_ids_round_trip(store: Store) -> None:
     gen = store.claim_partitions(TOPIC, [0])[0][0]
     uid = "ü-用户-" + "x" * 240  # 248 characters, under the 256-character column
     state = UserState(history=("ítem-✓", "i\"'\\"), purchased=("ítem-✓",), n_events=2, last_ts=0)
-    store.commit_batch(_batch({0: gen}, users={uid: state}, applied=[("é" * 256, uid, 0, 0)]))
+    store.commit_batch(_batch({0: gen}, users={uid: state}, applied=[_ap("é" * 256, uid, 0, 0)]))
     assert store.load_users([uid]) == {uid: state}
     assert store.applied(["é" * 256]) == {"é" * 256}
 
@@ -272,9 +286,77 @@ def test_out_of_range_value_is_a_store_error_and_writes_nothing(
     huge = UserState(history=("a",), n_events=1, last_ts=2**63)
     with pytest.raises(StoreError):
         store.commit_batch(
-            _batch({0: gen}, users={"u1": huge}, applied=[("e1", "u1", 0, 0)], messages=[_msg(1)])
+            _batch(
+                {0: gen}, users={"u1": huge}, applied=[_ap("e1", "u1", 0, 0)], messages=[_msg(1)]
+            )
         )
     assert _counts(store) == (0, 0, 0)
+
+
+# -- applied events read back (stream-state restore) ---------------------------------------------
+
+
+def test_recent_events_are_the_latest_of_a_partition_in_offset_order(store: Store) -> None:
+    gens = store.claim_partitions(TOPIC, [0, 1])
+    first = [_ap(f"a{n}", f"u{n % 3}", 0, n, f"i{n}", "click", 1000 + n) for n in range(5)]
+    other = [_ap(f"b{n}", "u9", 1, n, "x", "purchase", 7) for n in range(4)]
+    store.commit_batch(_batch({0: gens[0][0], 1: gens[1][0]}, applied=[*first, *other]))
+    odd = _ap("ü-✓" * 80, "用户-" * 80, 0, 2**40, "ítem-✓" * 40, "purchase", 2**53)
+    later = [_ap(f"a{n}", "u1", 0, n, "i", "click", 2000 + n) for n in (7, 6)]  # out of order
+    store.commit_batch(_batch({0: gens[0][0]}, applied=[*later, odd]))
+
+    def pairs(applied: list[AppliedEvent]) -> list[tuple[int, Event]]:
+        return [(a.offset, a.event) for a in applied]
+
+    assert store.recent_events(0, 0, 100) == pairs([*first, later[1], later[0], odd])
+    assert store.recent_events(0, 0, 3) == pairs([later[1], later[0], odd])  # the latest 3
+    assert store.recent_events(0, 3, 3) == pairs([later[1], later[0], odd])
+    assert store.recent_events(0, 3, 100) == pairs([first[3], first[4], later[1], later[0], odd])
+    assert store.recent_events(0, 2**40 + 1, 100) == []
+    assert store.recent_events(1, 0, 2) == pairs(other[2:])
+    assert store.recent_events(2, 0, 100) == []
+    assert store.recent_events(0, 0, 0) == []
+
+
+def _migrate_to(url: str, revision: str, downgrade: bool = False) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with Store(url) as s, s.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        (command.downgrade if downgrade else command.upgrade)(cfg, revision)
+
+
+def test_migration_0002_keeps_old_rows_which_restores_skip(db_url: str) -> None:
+    _migrate_to(db_url, "0001")
+    with Store(db_url, group_id="g1") as store:
+        with store.engine.begin() as conn:  # rows as a 0001 worker wrote them
+            conn.execute(
+                text(
+                    'INSERT INTO applied_events (event_id, user_id, partition, "offset") '
+                    "VALUES ('old1', 'u1', 0, 0), ('old2', 'u2', 0, 1)"
+                )
+            )
+        store.migrate()
+        columns = {c["name"] for c in inspect(store.engine).get_columns("applied_events")}
+        assert {"item_id", "type", "ts"} <= columns
+        indexes = inspect(store.engine).get_indexes("applied_events")
+        assert [i["column_names"] for i in indexes] == [["partition", "offset"]]
+        assert store.applied(["old1", "old2"]) == {"old1", "old2"}  # still deduplicated
+        assert store.recent_events(0, 0, 10) == []  # NULL item, type and time: skipped
+        gen = store.claim_partitions(TOPIC, [0])[0][0]
+        new = _ap("new", "u1", 0, 2, "i7", "purchase", 5)
+        store.commit_batch(_batch({0: gen}, applied=[new]))
+        assert store.recent_events(0, 0, 10) == [(2, new.event)]
+    _migrate_to(db_url, "0001", downgrade=True)
+    with Store(db_url) as store:
+        columns = {c["name"] for c in inspect(store.engine).get_columns("applied_events")}
+        assert "item_id" not in columns
+        assert store.applied(["old1", "new"]) == {"old1", "new"}
+        store.migrate()
+        assert store.recent_events(0, 0, 10) == []
 
 
 # -- events the decoder accepts must be storable ------------------------------------------------
@@ -295,7 +377,8 @@ def test_accepted_huge_ts_can_be_committed(store: Store) -> None:
         return  # rejected as a bad event (dead-lettered): fine
     gen = store.claim_partitions(TOPIC, [0])[0][0]
     state = UserState(history=(event.item_id,), n_events=1, last_ts=event.ts)
-    store.commit_batch(_batch({0: gen}, users={"u1": state}, applied=[("e1", "u1", 0, 0)]))
+    store.commit_batch(_batch({0: gen}, users={"u1": state}, applied=[AppliedEvent(event, 0, 0)]))
+    assert store.recent_events(0, 0, 10) == [(0, event)]
 
 
 def test_accepted_nul_in_id_can_be_committed(
@@ -311,7 +394,7 @@ def test_accepted_nul_in_id_can_be_committed(
         _batch(
             {0: gen},
             users={event.user_id: UserState(history=("i",), n_events=1, last_ts=1)},
-            applied=[(event.event_id, event.user_id, 0, 0)],
+            applied=[AppliedEvent(event, 0, 0)],
         )
     )
     assert store.applied([event.event_id]) == {event.event_id}
@@ -332,6 +415,7 @@ def test_unreachable_database_pings_false_and_raises_store_error() -> None:
             lambda: down.claim_partitions(TOPIC, [0]),
             lambda: down.load_users(["u1"]),
             lambda: down.applied(["e1"]),
+            lambda: down.recent_events(0, 0, 10),
             down.pending_outbox,
             lambda: down.delete_outbox([1]),
             down.migrate,

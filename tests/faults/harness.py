@@ -32,7 +32,8 @@ from streamrec.broker import free_port
 from streamrec.config import Settings, load_settings
 from streamrec.events import Event, encode_event, rec_id_for
 from streamrec.history import fold_events
-from streamrec.state import Store, applied_events, outbox, partition_offsets
+from streamrec.schema import applied_events, outbox, partition_offsets
+from streamrec.state import Store
 
 LAUNCHER = Path(__file__).with_name("launch_worker.py")
 HISTORY_MAX_LEN = 200  # the worker's default history_max_len

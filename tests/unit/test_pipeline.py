@@ -15,7 +15,7 @@ from streamrec.events import Event, encode_event, rec_id_for
 from streamrec.history import UserState, apply_event, fold_events
 from streamrec.pipeline import Pipeline, Record
 from streamrec.recsys import Recommender, RecsysConfig
-from streamrec.state import OutboxMessage
+from streamrec.state import AppliedEvent, OutboxMessage
 from streamrec.testing import FakeClock, MeanEncoder, MemoryStateReader, random_index
 
 DIM = 8
@@ -156,8 +156,8 @@ def test_mixed_batch_recommendations_and_dead_letters() -> None:
     assert write.next_offsets == {0: rec.next[0], 1: rec.next[1]}
     assert write.users == users
     assert write.existing_users == set()
-    assert [a[0] for a in write.applied] == ["e1", "e2", "e3"]
-    assert write.applied[1] == ("e2", "u1", 1, records[2].offset)
+    assert [a.event.event_id for a in write.applied] == ["e1", "e2", "e3"]
+    assert write.applied[1] == AppliedEvent(good[1], 1, records[2].offset)
 
 
 def test_next_offsets_count_poison_and_duplicates() -> None:
@@ -190,7 +190,7 @@ def test_duplicates_produce_no_message() -> None:
     assert stats.outcomes[("click", "duplicate")] == 2
     assert stats.outcomes[("purchase", "duplicate")] == 1
     assert stats.outcomes[("purchase", "recommended")] == 1
-    assert [a[0] for a in write.applied] == ["e1", "e2"]
+    assert [a.event.event_id for a in write.applied] == ["e1", "e2"]
     assert write.existing_users == {"u1"}
     assert write.users["u1"] == UserState(
         history=("i9", "i5"), purchased=("i9", "i5"), n_events=2, last_ts=9
