@@ -17,7 +17,19 @@ from pathlib import Path
 
 import click
 
-from streamrec.replay_cli import ablation_configs, bar_checks, markdown_table
+from streamrec.replay_cli import (
+    COVISIT_ONLY,
+    ENC_TREND,
+    ENC_TREND_NEW,
+    ENCODER_ONLY,
+    FUSED,
+    FUSED_EXPLORE,
+    FUSED_NO_NEW,
+    TRENDING_ONLY,
+    ablation_configs,
+    bar_checks,
+    markdown_table,
+)
 
 HERE = Path(__file__).resolve().parent
 SEGMENTS = ["overall", "history=0", "history=1-4", "history=5-19", "history=20+", "item=seen"]
@@ -53,6 +65,62 @@ def plot(rows: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def reading_notes(rows: dict, tuning: dict | None) -> list[str]:
+    """What the table says, computed from it (so a re-run never leaves stale prose)."""
+
+    def nd(name: str, seg: str | None = None) -> float:
+        row = rows[name]
+        return float((row["segments"][seg] if seg else row["overall"])["ndcg@10"])
+
+    singles = (ENCODER_ONLY, TRENDING_ONLY, COVISIT_ONLY)
+    best = max(singles, key=nd)
+    notes = []
+    if tuning:
+        chosen = ", ".join(f"`{k}` {v}" for k, v in tuning["chosen_settings"].items())
+        notes.append(
+            f"- **Defaults** come from `benchmarks/tune.py` (TUNING section): chosen on a "
+            f"validation window ({tuning['train_fraction']:.0%}-{tuning['valid_end']:.0%} of the "
+            f"log by time, its own model trained on the first {tuning['train_fraction']:.0%}) by "
+            f"rules fixed before the runs; this test window was not read. Chosen: {chosen}."
+        )
+    notes.append(
+        f"- **Fusion**: the best single source is {best} ({nd(best):.4f} overall); the fused "
+        f"list scores {nd(FUSED):.4f} ({nd(FUSED) - nd(best):+.4f})."
+    )
+    for seg in SEGMENTS[1:]:
+        beaten = [s for s in singles if nd(s, seg) > nd(FUSED, seg)]
+        if beaten:
+            notes.append(
+                f"  In `{seg}` the fused list ({nd(FUSED, seg):.4f}) is below "
+                + ", ".join(f"{s} ({nd(s, seg):.4f})" for s in beaten)
+                + "."
+            )
+    h0 = "history=0"
+    notes.append(
+        f"- **New users** (`{h0}`, {rows[FUSED]['segments'][h0]['n']} events): the fused list "
+        f"scores {nd(FUSED, h0):.4f} against {nd(TRENDING_ONLY, h0):.4f} for trending alone: "
+        "without history the encoder and co-visitation weigh 0, so the list is the trending list."
+    )
+    notes.append(
+        f"- **New-item vectors**: the new-item segment ({rows[FUSED]['segments']['item=new']['n']}"
+        f" events) goes from {nd(ENC_TREND, 'item=new'):.4f} to "
+        f"{nd(ENC_TREND_NEW, 'item=new'):.4f} in the encoder + trending rows, overall "
+        f"{nd(ENC_TREND):.4f} -> {nd(ENC_TREND_NEW):.4f}; in the fused system "
+        f"{nd(FUSED_NO_NEW, 'item=new'):.4f} -> {nd(FUSED, 'item=new'):.4f} on new items, "
+        f"overall {nd(FUSED_NO_NEW):.4f} -> {nd(FUSED):.4f}."
+    )
+    on, off = rows[FUSED_EXPLORE], rows[FUSED]
+    cost = 1.0 - on["overall"]["hr@10"] / off["overall"]["hr@10"]
+    notes.append(
+        f"- **Exploration** ({on['config']['explore_from']} pool, rate "
+        f"{on['config']['explore_rate']}): coverage {off['coverage']:.3f} -> {on['coverage']:.3f}"
+        f" (x{on['coverage'] / off['coverage']:.2f}), popularity bias "
+        f"{off['popularity_bias']:.3f} -> {on['popularity_bias']:.3f}, HR@10 "
+        f"{off['overall']['hr@10']:.4f} -> {on['overall']['hr@10']:.4f} ({cost:.1%} relative)."
+    )
+    return notes
+
+
 def write_markdown(report: dict, path: Path) -> None:
     rows = report["rows"]
     lines = [
@@ -71,6 +139,9 @@ def write_markdown(report: dict, path: Path) -> None:
         "the user before the event; coverage = distinct items in all produced lists / items in "
         "model or log; pop. bias = share of slots from the top 10% most frequent training items; "
         "explored = share of explored slots.",
+        "- Each row replays with a fresh index and recommender and is deterministic within a "
+        "process (exploration is seeded per event); hnswlib builds its graph with several threads, "
+        "so a re-run can differ in the last digit.",
         "",
         markdown_table(rows),
         "",
@@ -92,6 +163,7 @@ def write_markdown(report: dict, path: Path) -> None:
     ]
     lines += ["", "New items recommended (distinct) per row: "]
     lines[-1] += ", ".join(f"{n} {r['new_items_recommended']}" for n, r in rows.items())
+    lines += ["", "## Reading the numbers", "", *reading_notes(rows, report.get("tuning"))]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -145,6 +217,7 @@ def main(data: str, model: str, fraction: float, batch_size: int, epochs: int) -
         "replay_seconds": time.perf_counter() - started,
         "rows": rows,
         "bars": bar_checks(rows),
+        "tuning": _tuning(),
     }
     (HERE / "replay.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     plot(rows, HERE / "replay_segments.png")
@@ -155,6 +228,15 @@ def main(data: str, model: str, fraction: float, batch_size: int, epochs: int) -
     click.echo(markdown_table(rows))
     for check in report["bars"]:
         click.echo(f"{'PASS' if check['pass'] else 'FAIL'} {check['bar']}: {check['value']}")
+
+
+def _tuning() -> dict | None:
+    """The chosen defaults and windows of benchmarks/tune.py, when it has run."""
+    path = HERE / "tune.json"
+    if not path.is_file():
+        return None
+    tune = json.loads(path.read_text())
+    return {k: tune[k] for k in ("train_fraction", "valid_end", "chosen_settings")}
 
 
 if __name__ == "__main__":

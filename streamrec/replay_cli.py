@@ -26,6 +26,7 @@ COVISIT_ONLY = "co-visitation only"
 ENC_TREND = "encoder + trending"
 ENC_TREND_NEW = "encoder + trending + new-item vectors"
 FUSED = "fused (all sources)"
+FUSED_NO_NEW = "fused without new-item vectors"
 FUSED_EXPLORE = "fused + exploration"
 
 
@@ -42,6 +43,7 @@ def ablation_configs(base: RecsysConfig) -> dict[str, RecsysConfig]:
         COVISIT_ONLY: replace(off, sources=("covisit",), new_item_vectors=False),
         ENC_TREND: replace(off, sources=("ann", "trending"), new_item_vectors=False),
         ENC_TREND_NEW: replace(off, sources=("ann", "trending"), new_item_vectors=True),
+        FUSED_NO_NEW: replace(off, new_item_vectors=False),
         FUSED: off,
         FUSED_EXPLORE: base,
     }
