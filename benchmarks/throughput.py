@@ -622,11 +622,13 @@ def worker_stage_table(runs: Sequence[RunResult]) -> list[str]:
     head = "| stage | " + " | ".join(f"{name}: ms/batch | µs/event | share" for name, *_ in cols)
     lines = [head + " |", "|---|" + "---:|---:|---:|" * len(cols)]
     labels = {
-        "untimed": "untimed: poll, Record copies, rank + serialize, Kafka commit, catalog poll, "
+        "untimed": "untimed: poll, Record copies, serialize, Kafka commit, catalog poll, "
         "idle (paced), benchmark consumer (GIL)",
+        "rank": "rank (fused ranking: candidates incl. encode + search, fusion, exploration)",
         "wall": "**wall, partitions claimed → last output**",
     }
-    for stage in ("decode", "store", "encode", "search", "publish", "untimed", "wall"):
+    stages = ("decode", "store", "encode", "search", "rank", "publish", "untimed", "wall")
+    for stage in stages:
         cells = []
         for _, sums, batches, records in cols:
             sec = sums.get(stage, 0.0)
