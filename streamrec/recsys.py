@@ -28,10 +28,10 @@ pipeline's encode -> search -> rank steps for a batch of user states:
    centroid, so every list holds ``k`` items while the catalog has them.
 3. **Exploration** (``explore.epsilon_slots``): each slot explores with probability
    ``explore_rate``, showing an item drawn uniformly from a pool outside the exploit top-k
-   (``explore_from``): ``"ann"`` (the encoder's candidates: personal, and the widest
-   coverage per explored slot among the relevant pools), ``"fused"`` (the fused ranking beyond
-   the top-k) or ``"catalog"`` (every live item: widest, but propensities of ``rate / catalog
-   size``). Every item carries its propensity and whether it was explored.
+   (``explore_from``): ``"ann"`` (the encoder's candidates: personal, propensities of
+   ``rate / explore_pool``), ``"fused"`` (the fused ranking beyond the top-k) or ``"catalog"``
+   (every live item: the widest coverage, propensities of ``rate / catalog size``). Every item
+   carries its propensity and whether it was explored.
 
 Event-type weights (a purchase counts more than a click) apply to trending and co-visitation.
 """
@@ -214,8 +214,10 @@ class Recommender:
     def restore(self, partition: int, events: Sequence[tuple[int, Event]]) -> int:
         """Observe ``(offset, event)`` pairs of one partition, in offset order.
 
-        The same state as ``observe`` on each of them (offsets already observed are skipped),
-        but each touched new item's vector is computed once, at the end.
+        The same counts as ``observe`` on each of them (offsets already observed are skipped),
+        but each touched new item's vector is computed once, at the end (identical to the
+        per-event vector unless counts decay and a prior or a content vector weighs in, where
+        the later computation sees slightly more decayed evidence).
 
         Returns:
             the number of events counted.
