@@ -9,6 +9,7 @@ never returned.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 import hnswlib
@@ -101,9 +102,9 @@ class ItemIndex:
                 self._graph.mark_deleted(label)
         self._set_live(label, available)
 
-    def live_count(self, exclude: Iterable[str] = ()) -> int:
-        """Live items not in ``exclude``."""
-        return self.size - sum(1 for i in set(exclude) if self.is_live(i))
+    def live_count(self, exclude: AbstractSet[str] = frozenset()) -> int:
+        """Live items not in ``exclude`` (a set: each excluded id is subtracted once)."""
+        return self.size - sum(1 for i in exclude if self.is_live(i))
 
     def sample_live(self, rng: np.random.Generator, n: int, exclude: set[str]) -> list[str]:
         """``n`` distinct live items not in ``exclude``, uniformly without replacement.
