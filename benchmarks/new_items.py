@@ -42,14 +42,15 @@ from assemble import assemble
 from kafka import KafkaProducer
 from throughput import assigned_consumer, machine, pct, say
 
-from streamrec.broker import EmbeddedBroker
-from streamrec.config import Settings, load_settings
-from streamrec.events import Event, encode_event
-from streamrec.kafka_io import ensure_topics
-from streamrec.modelfiles import META_FILE, read_model_dir
-from streamrec.simulate import SimConfig, Simulator
-from streamrec.traffic import produce_events, write_events
-from streamrec.worker import Worker
+from streamrec.core.events import Event
+from streamrec.io.broker import EmbeddedBroker
+from streamrec.io.clients import ensure_topics
+from streamrec.io.codec import encode_event
+from streamrec.io.simulate import SimConfig, Simulator
+from streamrec.io.traffic import produce_events, write_events
+from streamrec.ops.settings import Settings, load_settings
+from streamrec.ranking.modelfiles import META_FILE, read_model_dir
+from streamrec.worker.loop import Worker
 
 HERE = Path(__file__).resolve().parent
 PARTITIONS = 4

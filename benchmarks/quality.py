@@ -53,7 +53,7 @@ def _cpu_model() -> str:
 
 
 def _run_seed(data: Path, seed: int, threads: int, work: Path) -> dict[str, Any]:
-    from streamrec.modelfiles import read_model_dir
+    from streamrec.ranking.modelfiles import read_model_dir
     from streamrec.training.evaluate import evaluate_file
     from streamrec.training.train import TrainConfig, train_file
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from streamrec.replay_cli import (
+from streamrec.evaluation.cli import (
     COVISIT_ONLY,
     ENC_TREND,
     ENC_TREND_NEW,
@@ -139,7 +139,7 @@ def write_markdown(report: dict, path: Path) -> None:
         "the user before the event; coverage = distinct items in all produced lists / items in "
         "model or log; pop. bias = share of slots from the top 10% most frequent training items; "
         "explored = share of explored slots.",
-        "- Each row replays with a fresh index and recommender and is deterministic within a "
+        "- Each row replays with a fresh index and ranker and is deterministic within a "
         "process (exploration is seeded per event); hnswlib builds its graph with several threads, "
         "so a re-run can differ in the last digit.",
         "",
@@ -175,12 +175,12 @@ def write_markdown(report: dict, path: Path) -> None:
 @click.option("--epochs", default=40, show_default=True)
 def main(data: str, model: str, fraction: float, batch_size: int, epochs: int) -> None:
     """Run every ablation row and write REPLAY.md, replay.json and the plot."""
-    from streamrec.config import load_settings
-    from streamrec.encoder import OnnxEncoder
-    from streamrec.modelfiles import read_model_dir
-    from streamrec.recsys import RecsysConfig
-    from streamrec.replay import ReplayData, check_no_leakage, load_log, replay_config
-    from streamrec.replay_cli import _train_on_warmup
+    from streamrec.evaluation.cli import _train_on_warmup
+    from streamrec.evaluation.replay import ReplayData, check_no_leakage, load_log, replay_config
+    from streamrec.ops.settings import load_settings
+    from streamrec.ranking.encoder import OnnxEncoder
+    from streamrec.ranking.modelfiles import read_model_dir
+    from streamrec.ranking.ranker import RankingConfig
 
     events = load_log(data)
     model_dir = Path(model)
@@ -204,7 +204,7 @@ def main(data: str, model: str, fraction: float, batch_size: int, epochs: int) -
     settings = load_settings()
     rows = {
         name: replay_config(replay_data, encoder, config, name, batch_size, settings=settings)
-        for name, config in ablation_configs(RecsysConfig.from_settings(settings)).items()
+        for name, config in ablation_configs(RankingConfig.from_settings(settings)).items()
     }
     report = {
         "data": data,

@@ -42,20 +42,21 @@ import numpy as np
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
-from streamrec.broker import EmbeddedBroker
-from streamrec.config import Settings, load_settings
-from streamrec.encoder import Encoder
-from streamrec.events import Event, Recommendation, decode_event, encode_recommendation, rec_id_for
-from streamrec.index import ItemIndex
-from streamrec.kafka_io import create_topics, ensure_topics, make_producer
-from streamrec.metrics import Metrics
-from streamrec.modelfiles import META_FILE
-from streamrec.pipeline import Pipeline, Record
-from streamrec.recommender import rank
-from streamrec.simulate import SimConfig, Simulator
-from streamrec.state import BatchWrite, OutboxMessage, Store
-from streamrec.traffic import produce_catalog, produce_events, write_events
-from streamrec.worker import ServingModel, Worker, load_serving_model
+from streamrec.core.events import Event, Recommendation, rec_id_for
+from streamrec.io.broker import EmbeddedBroker
+from streamrec.io.clients import create_topics, ensure_topics, make_producer
+from streamrec.io.codec import decode_event, encode_recommendation
+from streamrec.io.simulate import SimConfig, Simulator
+from streamrec.io.traffic import produce_catalog, produce_events, write_events
+from streamrec.ops.metrics import Metrics
+from streamrec.ops.settings import Settings, load_settings
+from streamrec.ranking.encoder import Encoder
+from streamrec.ranking.index import ItemIndex
+from streamrec.ranking.modelfiles import META_FILE
+from streamrec.ranking.rank import rank
+from streamrec.state.store import BatchWrite, OutboxMessage, Store
+from streamrec.worker.loop import ServingModel, Worker, load_serving_model
+from streamrec.worker.step import Pipeline, Record
 
 log = logging.getLogger("throughput")
 TRAIN_EVENTS = 20_000
@@ -488,7 +489,7 @@ def stage_benchmarks(
                 Recommendation(rec_id_for("e"), "u", "e", items, "v", int(time.time() * 1000))
             )
     res.seconds["rank+serialize"] = time.perf_counter() - start
-    res.what["rank+serialize"] = "recommender.rank + events.encode_recommendation (JSON)"
+    res.what["rank+serialize"] = "ranker.rank + events.encode_recommendation (JSON)"
 
     say("stage: produce ...")
     res.seconds["produce"] = _produce_stage(settings, messages)

@@ -49,7 +49,7 @@ FUSION_GRID: list[tuple[str, list[Any]]] = [
 ]
 EXPLORE_GRID = [(pool, rate) for pool in ("ann", "fused", "catalog") for rate in (0.03, 0.05, 0.1)]
 COVERAGE_TARGET = 1.65
-# the settings (STREAMREC_*) behind each tuned RecsysConfig field
+# the settings (STREAMREC_*) behind each tuned RankingConfig field
 SETTING_OF = {
     "weight_covisit": "weight_covisit",
     "weight_trending": "weight_trending",
@@ -67,9 +67,9 @@ _STATE: dict[str, Any] = {}
 
 def _init(data_path: str, model: str, train_fraction: float, valid_end: float) -> None:
     """Per process: load the log, split it, open the encoder (once)."""
-    from streamrec.encoder import OnnxEncoder
-    from streamrec.modelfiles import read_model_dir
-    from streamrec.replay import ReplayData, check_no_leakage, load_log
+    from streamrec.evaluation.replay import ReplayData, check_no_leakage, load_log
+    from streamrec.ranking.encoder import OnnxEncoder
+    from streamrec.ranking.modelfiles import read_model_dir
 
     events = load_log(data_path)
     files = read_model_dir(model)
@@ -81,7 +81,7 @@ def _init(data_path: str, model: str, train_fraction: float, valid_end: float) -
 
 
 def _run(config: Any) -> dict[str, Any]:
-    from streamrec.replay import replay_config
+    from streamrec.evaluation.replay import replay_config
 
     return replay_config(_STATE["data"], _STATE["encoder"], config, progress=False)
 
@@ -202,17 +202,17 @@ def main(
     data: str, model: str, train_fraction: float, valid_end: float, jobs: int, epochs: int
 ) -> None:
     """Tune on the validation window; write TUNING.md and tune.json."""
-    from streamrec.config import load_settings
-    from streamrec.modelfiles import read_model_dir
-    from streamrec.recsys import RecsysConfig
-    from streamrec.replay import load_log
-    from streamrec.replay_cli import _train_on_warmup
+    from streamrec.evaluation.cli import _train_on_warmup
+    from streamrec.evaluation.replay import load_log
+    from streamrec.ops.settings import load_settings
+    from streamrec.ranking.modelfiles import read_model_dir
+    from streamrec.ranking.ranker import RankingConfig
 
     if not (Path(model) / "meta.json").is_file():
         events = load_log(data)
         _train_on_warmup(events[: int(len(events) * train_fraction)], Path(model), epochs, 50)
     started = time.perf_counter()
-    base = RecsysConfig.from_settings(load_settings())
+    base = RankingConfig.from_settings(load_settings())
     with ProcessPoolExecutor(
         jobs, initializer=_init, initargs=(data, model, train_fraction, valid_end)
     ) as pool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from streamrec.schema import metadata
+from streamrec.state.schema import metadata
 
 config = context.config
 target_metadata = metadata

@@ -23,9 +23,9 @@ from streamrec.errors import (
 )
 
 if TYPE_CHECKING:
-    from streamrec.config import Settings, load_settings
+    from streamrec.ops.settings import Settings, load_settings
     from streamrec.training.offline import load_model
-    from streamrec.worker import Worker
+    from streamrec.worker.loop import Worker
 
 __all__ = [
     "BadEvent",
@@ -44,9 +44,9 @@ __all__ = [
 
 _LAZY = {
     "load_model": ("streamrec.training.offline", "load_model"),
-    "Settings": ("streamrec.config", "Settings"),
-    "load_settings": ("streamrec.config", "load_settings"),
-    "Worker": ("streamrec.worker", "Worker"),
+    "Settings": ("streamrec.ops.settings", "Settings"),
+    "load_settings": ("streamrec.ops.settings", "load_settings"),
+    "Worker": ("streamrec.worker.loop", "Worker"),
 }
 
 

@@ -18,8 +18,8 @@ from typing import Any
 import click
 
 from streamrec.errors import StreamrecError
-from streamrec.logs import setup_logging
-from streamrec.replay_cli import ope, replay
+from streamrec.evaluation.cli import ope, replay
+from streamrec.ops.logs import setup_logging
 from streamrec.training.cli import evaluate, train
 
 log = logging.getLogger("streamrec")
@@ -59,7 +59,7 @@ def broker(port: int, host: str) -> None:
     """Run the embedded, memory-only Kafka-compatible broker in the foreground."""
     import subprocess
 
-    from streamrec.broker import broker_command
+    from streamrec.io.broker import broker_command
 
     try:
         cmd = broker_command(port, host)
@@ -118,9 +118,9 @@ def _settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
 )
 def run(create_topics: bool, partitions: int, **overrides: Any) -> None:
     """Run the worker until SIGINT/SIGTERM."""
-    from streamrec.config import load_settings
-    from streamrec.kafka_io import ensure_topics
-    from streamrec.worker import Worker
+    from streamrec.io.clients import ensure_topics
+    from streamrec.ops.settings import load_settings
+    from streamrec.worker.loop import Worker
 
     try:
         settings = load_settings(**overrides)
@@ -162,8 +162,8 @@ def simulate(
     rate: float,
 ) -> None:
     """Synthetic shop traffic (seeded) to a JSON-lines file or a topic."""
-    from streamrec.simulate import SimConfig, Simulator
-    from streamrec.traffic import produce_catalog, produce_events, write_events
+    from streamrec.io.simulate import SimConfig, Simulator
+    from streamrec.io.traffic import produce_catalog, produce_events, write_events
 
     sim = Simulator(SimConfig(users=users, items=items, seed=seed))
     if out is None and bootstrap_servers is None:
@@ -189,8 +189,8 @@ def simulate(
 @click.option("--replication", default=1, show_default=True, type=click.IntRange(1))
 def topics(bootstrap_servers: str | None, partitions: int, replication: int) -> None:
     """Create the events, catalog, recommendations and dead-letter topics."""
-    from streamrec.config import load_settings
-    from streamrec.kafka_io import ensure_topics
+    from streamrec.io.clients import ensure_topics
+    from streamrec.ops.settings import load_settings
 
     try:
         settings = load_settings(bootstrap_servers=bootstrap_servers)

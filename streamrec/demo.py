@@ -13,13 +13,13 @@ import click
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
-from streamrec.broker import EmbeddedBroker
-from streamrec.config import load_settings
-from streamrec.kafka_io import ensure_topics
-from streamrec.modelfiles import META_FILE
-from streamrec.simulate import SimConfig, Simulator
-from streamrec.traffic import produce_catalog, produce_events, write_events
-from streamrec.worker import Worker
+from streamrec.io.broker import EmbeddedBroker
+from streamrec.io.clients import ensure_topics
+from streamrec.io.simulate import SimConfig, Simulator
+from streamrec.io.traffic import produce_catalog, produce_events, write_events
+from streamrec.ops.settings import load_settings
+from streamrec.ranking.modelfiles import META_FILE
+from streamrec.worker.loop import Worker
 
 TRAIN_EVENTS = 20000
 

@@ -4,7 +4,8 @@
 - ``FakeClock``: a settable clock for code that takes ``clock=``.
 - ``make_event`` / ``make_catalog_op``: valid records with overridable fields.
 - ``random_index``: an ``ItemIndex`` over random unit vectors.
-- ``MemoryStateReader``: the reads a ``Pipeline`` needs, from dicts.
+- ``MemoryStateReader``: the reads a ``Pipeline`` needs, from dicts
+  (``streamrec.state.memory``, re-exported here).
 """
 
 from __future__ import annotations
@@ -15,9 +16,18 @@ from typing import Any
 
 import numpy as np
 
-from streamrec.events import CatalogOp, Event
-from streamrec.history import UserState
-from streamrec.index import ItemIndex
+from streamrec.core.events import CatalogOp, Event
+from streamrec.ranking.index import ItemIndex
+from streamrec.state.memory import MemoryStateReader
+
+__all__ = [
+    "FakeClock",
+    "MeanEncoder",
+    "MemoryStateReader",
+    "make_catalog_op",
+    "make_event",
+    "random_index",
+]
 
 _counter = itertools.count()
 
@@ -77,19 +87,3 @@ def random_index(n_items: int = 100, dim: int = 8, seed: int = 0) -> ItemIndex:
     vecs = rng.normal(size=(n_items, dim)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     return ItemIndex([f"i{i}" for i in range(n_items)], vecs)
-
-
-class MemoryStateReader:
-    """Store reads from dicts (users and applied event ids)."""
-
-    def __init__(self) -> None:
-        self.users: dict[str, UserState] = {}
-        self.applied_ids: set[str] = set()
-
-    def applied(self, event_ids: Sequence[str]) -> set[str]:
-        """Applied ids among these."""
-        return {e for e in event_ids if e in self.applied_ids}
-
-    def load_users(self, user_ids: Sequence[str]) -> dict[str, UserState]:
-        """Known users among these."""
-        return {u: self.users[u] for u in user_ids if u in self.users}

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
-from streamrec.broker import EmbeddedBroker
-from streamrec.config import Settings, load_settings
+from streamrec.io.broker import EmbeddedBroker
+from streamrec.ops.settings import Settings, load_settings
 
 # CI machines are small and shared: no timing-based health checks or deadlines, and a fixed
 # seed so a failure is reproducible rather than flaky.
@@ -36,8 +36,8 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small SASRec model trained on simulated traffic and exported to ONNX."""
     pytest.importorskip("torch")
-    from streamrec.simulate import SimConfig, Simulator
-    from streamrec.traffic import write_events
+    from streamrec.io.simulate import SimConfig, Simulator
+    from streamrec.io.traffic import write_events
     from streamrec.training.train import TrainConfig, train_file
 
     root = tmp_path_factory.mktemp("model")

@@ -14,10 +14,11 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamrec.config import Settings
-from streamrec.events import Event, encode_event
-from streamrec.httpserver import OpsServer
-from streamrec.worker import Worker
+from streamrec.core.events import Event
+from streamrec.io.codec import encode_event
+from streamrec.ops.http import OpsServer
+from streamrec.ops.settings import Settings
+from streamrec.worker.loop import Worker
 
 
 @dataclass

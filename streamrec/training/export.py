@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from streamrec.errors import ModelError
-from streamrec.modelfiles import (
+from streamrec.ranking.modelfiles import (
     INPUT_HISTORY,
     INPUT_MASK,
     OUTPUT_USER,

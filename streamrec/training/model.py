@@ -4,11 +4,12 @@ A causal self-attention encoder over item vectors (Kang & McAuley 2018) with the
 later work found to pay: pre-LayerNorm blocks, GELU feed-forward, and training with a full
 softmax over the catalogue (Klenitskiy & Vasilev 2023) instead of one sampled negative.
 
-The encoder reads *vectors*, not ids (see :mod:`streamrec.modelfiles`): ``history`` [B, T, dim]
-left-padded with zero vectors and ``mask`` [B, T]. Positions are learned and counted from the
-most recent item backwards (0 = latest), which for left-padded windows equals SASRec's absolute
-positions while letting T vary freely up to ``max_len``. Item vectors are the rows of the shared
-input/output embedding table; the encoder scales its input by sqrt(dim) itself.
+The encoder reads *vectors*, not ids (see :mod:`streamrec.ranking.modelfiles`):
+``history`` [B, T, dim] left-padded with zero vectors and ``mask`` [B, T]. Positions are learned
+and counted from the most recent item backwards (0 = latest), which for left-padded windows
+equals SASRec's absolute positions while letting T vary freely up to ``max_len``. Item vectors are
+the rows of the shared input/output embedding table; the encoder scales its input by sqrt(dim)
+itself.
 """
 
 from __future__ import annotations

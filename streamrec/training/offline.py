@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from streamrec.errors import ModelError
-from streamrec.modelfiles import (
+from streamrec.ranking.modelfiles import (
     INPUT_HISTORY,
     INPUT_MASK,
     OUTPUT_USER,

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from streamrec.schema import metadata
-from streamrec.state import Store
+from streamrec.state.schema import metadata
+from streamrec.state.store import Store
 
 PG_HOST = "127.0.0.1"
 PG_PORT = 5432

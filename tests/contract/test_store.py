@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, inspect, select, text
 
+from streamrec.core.events import Event
+from streamrec.core.history import UserState
 from streamrec.errors import BadEvent, FencedError, StoreError
-from streamrec.events import Event, decode_event
-from streamrec.history import UserState
-from streamrec.schema import applied_events, outbox, users
-from streamrec.state import MIGRATIONS_DIR, AppliedEvent, BatchWrite, OutboxMessage, Store
+from streamrec.io.codec import decode_event
+from streamrec.state.schema import applied_events, outbox, users
+from streamrec.state.store import MIGRATIONS_DIR, AppliedEvent, BatchWrite, OutboxMessage, Store
 
 TOPIC = "events"
 U1 = UserState(history=("a", "b"), purchased=("b",), n_events=2, last_ts=1_700_000_000_123)

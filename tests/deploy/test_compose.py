@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from opsfiles import GRAFANA, PROMETHEUS, ROOT, load_yaml
 
-from streamrec.config import load_settings
+from streamrec.ops.settings import load_settings
 
 pytest.importorskip("yaml", reason="PyYAML (dev extra) is needed to read docker-compose.yml")
 

@@ -11,8 +11,8 @@ import pytest
 from opsfiles import K8S, ROOT, load_yaml, load_yaml_documents
 from prometheus_client import CollectorRegistry
 
-from streamrec.config import Settings, load_settings
-from streamrec.httpserver import OpsServer
+from streamrec.ops.http import OpsServer
+from streamrec.ops.settings import Settings, load_settings
 
 pytest.importorskip("yaml", reason="PyYAML (dev extra) is needed to read the manifests")
 

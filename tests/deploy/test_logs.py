@@ -7,11 +7,11 @@ import logging
 
 import pytest
 
-from streamrec.logs import JsonFormatter, PlainFormatter, redact, setup_logging
+from streamrec.ops.logs import JsonFormatter, PlainFormatter, redact, setup_logging
 
 
 def _record(msg: str, *args: object, **extra: object) -> logging.LogRecord:
-    record = logging.LogRecord("streamrec.worker", logging.INFO, __file__, 1, msg, args, None)
+    record = logging.LogRecord("streamrec.worker.loop", logging.INFO, __file__, 1, msg, args, None)
     record.__dict__.update(extra)
     return record
 
@@ -48,7 +48,7 @@ def test_json_line_has_fields_and_masks_secrets() -> None:
         )
     )
     obj = json.loads(line)
-    assert obj["level"] == "INFO" and obj["logger"] == "streamrec.worker"
+    assert obj["level"] == "INFO" and obj["logger"] == "streamrec.worker.loop"
     assert obj["msg"] == "connecting to postgresql://u:***@h/db with ***"
     assert obj["partition"] == 3 and obj["records"] == 200
     assert obj["ts"].endswith("Z")
@@ -70,7 +70,7 @@ def test_json_exception_is_one_line_and_masked() -> None:
 
 def test_plain_line_appends_extra_fields() -> None:
     line = PlainFormatter().format(_record("batch committed", records=5))
-    assert line.endswith("streamrec.worker: batch committed records=5")
+    assert line.endswith("streamrec.worker.loop: batch committed records=5")
 
 
 def test_setup_logging_installs_one_handler(capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,9 +10,9 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamrec.index import ItemIndex
-from streamrec.metrics import Metrics, consumer_lag, index_counts
-from streamrec.quality import RecObservation
+from streamrec.ops.metrics import Metrics, consumer_lag, index_counts
+from streamrec.ops.quality import RecObservation
+from streamrec.ranking.index import ItemIndex
 from streamrec.testing import FakeClock
 
 

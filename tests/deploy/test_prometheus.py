@@ -19,10 +19,10 @@ import pytest
 from opsfiles import PROMETHEUS
 from support import read_topic, running_worker, send_events
 
-from streamrec.config import Settings
-from streamrec.events import Event
-from streamrec.kafka_io import ensure_topics
-from streamrec.modelfiles import read_model_dir
+from streamrec.core.events import Event
+from streamrec.io.clients import ensure_topics
+from streamrec.ops.settings import Settings
+from streamrec.ranking.modelfiles import read_model_dir
 
 PROMTOOL = shutil.which("promtool")
 PROMETHEUS_BIN = shutil.which("prometheus")

@@ -13,7 +13,7 @@ from opsfiles import (
     rule_expressions,
 )
 
-from streamrec.metrics import Metrics
+from streamrec.ops.metrics import Metrics
 
 pytest.importorskip("yaml", reason="PyYAML (dev extra) is needed to read the rule files")
 

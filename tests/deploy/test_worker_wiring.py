@@ -11,10 +11,10 @@ import time
 import pytest
 from support import read_topic, running_worker, scrape, send_events
 
-from streamrec.config import Settings
-from streamrec.events import Event
-from streamrec.kafka_io import ensure_topics
-from streamrec.modelfiles import read_model_dir
+from streamrec.core.events import Event
+from streamrec.io.clients import ensure_topics
+from streamrec.ops.settings import Settings
+from streamrec.ranking.modelfiles import read_model_dir
 
 pytestmark = pytest.mark.broker
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streamrec.config import Settings
-from streamrec.metrics import Metrics
+from streamrec.ops.metrics import Metrics
+from streamrec.ops.settings import Settings
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

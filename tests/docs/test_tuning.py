@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streamrec.config import Settings
+from streamrec.ops.settings import Settings
 
 TUNE = Path(__file__).resolve().parents[2] / "benchmarks" / "tune.json"
 

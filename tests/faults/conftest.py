@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from harness import World
 
-from streamrec.broker import EmbeddedBroker
-from streamrec.kafka_io import ensure_topics
+from streamrec.io.broker import EmbeddedBroker
+from streamrec.io.clients import ensure_topics
 
 PG = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
 LONG_ENV = "STREAMREC_FAULTS_LONG"

@@ -28,12 +28,13 @@ from kafka import KafkaProducer
 from sqlalchemy import func, select
 from support import read_topic
 
-from streamrec.broker import free_port
-from streamrec.config import Settings, load_settings
-from streamrec.events import Event, encode_event, rec_id_for
-from streamrec.history import fold_events
-from streamrec.schema import applied_events, outbox, partition_offsets
-from streamrec.state import Store
+from streamrec.core.events import Event, rec_id_for
+from streamrec.core.history import fold_events
+from streamrec.io.broker import free_port
+from streamrec.io.codec import encode_event
+from streamrec.ops.settings import Settings, load_settings
+from streamrec.state.schema import applied_events, outbox, partition_offsets
+from streamrec.state.store import Store
 
 LAUNCHER = Path(__file__).with_name("launch_worker.py")
 HISTORY_MAX_LEN = 200  # the worker's default history_max_len

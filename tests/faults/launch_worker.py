@@ -1,6 +1,6 @@
 """Test-only launcher: ``python tests/faults/launch_worker.py [flags of streamrec run]``.
 
-It installs fault-injection hooks on ``streamrec.worker`` (test code reads these variables;
+It installs fault-injection hooks on ``streamrec.worker.loop`` (test code reads these variables;
 production code never does), then runs the normal CLI:
 
 - ``FAULT_CRASH_AFTER_COMMIT=N``: SIGKILL itself right after the N-th database commit, before
@@ -16,7 +16,7 @@ import signal
 import sys
 from typing import Any
 
-from streamrec import worker
+from streamrec.worker import loop as worker
 
 
 def _nth_call(n: int, action: Any) -> Any:

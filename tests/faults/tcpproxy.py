@@ -6,7 +6,7 @@ import contextlib
 import socket
 import threading
 
-from streamrec.broker import free_port
+from streamrec.io.broker import free_port
 
 
 class TcpProxy:

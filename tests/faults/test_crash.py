@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from harness import DBS, DbProbe, Stream, World, check_exactly_once, make_events, records_of, report
 
-from streamrec.modelfiles import read_model_dir
+from streamrec.ranking.modelfiles import read_model_dir
 
 pytestmark = pytest.mark.broker
 

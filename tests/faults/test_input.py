@@ -20,7 +20,7 @@ from harness import (
     wait_until,
 )
 
-from streamrec.modelfiles import read_model_dir
+from streamrec.ranking.modelfiles import read_model_dir
 
 pytestmark = pytest.mark.broker
 DAY_MS = 86_400_000

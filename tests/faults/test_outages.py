@@ -17,8 +17,8 @@ import pytest
 from harness import DbProbe, Stream, World, check_exactly_once, make_events, records_of, report
 from tcpproxy import TcpProxy
 
-from streamrec.broker import broker_command, free_port, wait_for_port
-from streamrec.modelfiles import read_model_dir
+from streamrec.io.broker import broker_command, free_port, wait_for_port
+from streamrec.ranking.modelfiles import read_model_dir
 
 pytestmark = pytest.mark.broker
 

@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 from support import producer, read_topic, running_worker, scrape
 
-from streamrec.config import Settings
-from streamrec.events import Event, encode_event
-from streamrec.kafka_io import ensure_topics
-from streamrec.modelfiles import read_model_dir
+from streamrec.core.events import Event
+from streamrec.io.clients import ensure_topics
+from streamrec.io.codec import encode_event
+from streamrec.ops.settings import Settings
+from streamrec.ranking.modelfiles import read_model_dir
 
 pytestmark = pytest.mark.broker
 

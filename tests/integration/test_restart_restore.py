@@ -1,8 +1,8 @@
 """A restarted worker serves like the one it replaced: stream state restored from the database.
 
 The first worker sees a stream with a clear trending list and co-visitation; a NEW worker on
-the same database then answers a brand-new user. Its list must be the one a recommender fed the
-whole earlier stream shows (not the cold one an empty recommender shows: without the restore,
+the same database then answers a brand-new user. Its list must be the one a ranker fed the
+whole earlier stream shows (not the cold one an empty ranker shows: without the restore,
 trending and co-visitation would be empty after the restart).
 """
 
@@ -15,12 +15,12 @@ import random
 import pytest
 from support import read_topic, running_worker, scrape, send_events
 
-from streamrec.config import Settings
-from streamrec.events import Event
-from streamrec.history import EMPTY, apply_event
-from streamrec.kafka_io import ensure_topics
-from streamrec.recommender import exclusions
-from streamrec.worker import load_serving_model, make_recommender
+from streamrec.core.events import Event
+from streamrec.core.history import EMPTY, apply_event
+from streamrec.io.clients import ensure_topics
+from streamrec.ops.settings import Settings
+from streamrec.ranking.rank import exclusions
+from streamrec.worker.loop import load_serving_model, make_ranker
 
 pytestmark = pytest.mark.broker
 
@@ -40,8 +40,8 @@ def _earlier_stream(items: list[str]) -> list[Event]:
 
 
 def _expected_list(settings: Settings, fed: list[Event], probe: Event) -> list[str]:
-    """What the worker's own kind of recommender shows the probe's user after ``fed``."""
-    rec = make_recommender(settings, load_serving_model(settings))
+    """What the worker's own kind of ranker shows the probe's user after ``fed``."""
+    rec = make_ranker(settings, load_serving_model(settings))
     assert rec is not None
     for event in [*fed, probe]:
         rec.observe(event)
@@ -67,7 +67,7 @@ def test_a_new_worker_restores_the_stream_state_from_the_database(
         assert len(answered) == len(earlier)
         assert scrape(first.url)[RESTORED] == 0  # an empty database: nothing to restore
 
-    caplog.set_level(logging.INFO, logger="streamrec.restore")
+    caplog.set_level(logging.INFO, logger="streamrec.state.restore")
     caplog.clear()  # the second worker's lines only
     probe = Event("probe-1", "brand-new-user", items[3], "click", earlier[-1].ts + 1000)
     with running_worker(settings) as second:

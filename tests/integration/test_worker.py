@@ -11,10 +11,11 @@ import urllib.request
 import pytest
 from support import producer, read_topic, running_worker, scrape, send_events
 
-from streamrec.config import Settings
-from streamrec.events import CatalogOp, Event, encode_catalog, encode_event
-from streamrec.kafka_io import ensure_topics
-from streamrec.modelfiles import read_model_dir
+from streamrec.core.events import CatalogOp, Event
+from streamrec.io.clients import ensure_topics
+from streamrec.io.codec import encode_catalog, encode_event
+from streamrec.ops.settings import Settings
+from streamrec.ranking.modelfiles import read_model_dir
 
 pytestmark = pytest.mark.broker
 

@@ -9,11 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from streamrec.encoder import OnnxEncoder
-from streamrec.events import Event, encode_event
-from streamrec.modelfiles import read_model_dir
-from streamrec.recsys import RecsysConfig
-from streamrec.replay import (
+from streamrec.core.events import Event
+from streamrec.evaluation.cli import ope, replay
+from streamrec.evaluation.replay import (
     ReplayData,
     check_no_leakage,
     history_segment,
@@ -21,9 +19,12 @@ from streamrec.replay import (
     replay_config,
     user_disjoint_batches,
 )
-from streamrec.replay_cli import ope, replay
-from streamrec.simulate import SimConfig, Simulator
-from streamrec.trending import Trending
+from streamrec.io.codec import encode_event
+from streamrec.io.simulate import SimConfig, Simulator
+from streamrec.ranking.encoder import OnnxEncoder
+from streamrec.ranking.modelfiles import read_model_dir
+from streamrec.ranking.ranker import RankingConfig
+from streamrec.ranking.trending import Trending
 
 # conftest's model_dir is trained on exactly the first 3000 of these events
 FULL = 3750
@@ -80,7 +81,7 @@ def test_history_segments() -> None:
 def test_replay_scores_every_event_and_is_deterministic(
     data: ReplayData, encoder: OnnxEncoder
 ) -> None:
-    config = RecsysConfig(explore_rate=0.2, seed=3)
+    config = RankingConfig(explore_rate=0.2, seed=3)
     a = replay_config(data, encoder, config, batch_size=16, progress=False)
     b = replay_config(data, encoder, config, batch_size=16, progress=False)
     a.pop("seconds"), b.pop("seconds")
@@ -108,7 +109,7 @@ def test_test_then_train_scores_the_list_from_before_the_event(
     ts = data.test[0].ts
     probe = [Event(f"p{n}", "newcomer", hot, "click", ts + n) for n in range(2)]
     probed = replace(data, test=probe)
-    config = RecsysConfig(sources=("trending",), explore_rate=0.0, trending_half_life_s=60.0)
+    config = RankingConfig(sources=("trending",), explore_rate=0.0, trending_half_life_s=60.0)
     got = replay_config(probed, encoder, config, batch_size=8, progress=False)
     assert got["segments"]["history=0"]["hr@10"] == 1.0
     assert got["segments"]["history=0"]["ndcg@10"] == 1.0  # the trending list's first item

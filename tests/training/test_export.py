@@ -87,7 +87,7 @@ def test_export_fails_loudly_when_onnx_disagrees(
 
 
 def test_model_dir_contents(tiny_model_dir: Path) -> None:
-    from streamrec.modelfiles import read_model_dir
+    from streamrec.ranking.modelfiles import read_model_dir
 
     files = read_model_dir(tiny_model_dir)
     assert files.meta.max_len == TINY["max_len"] and files.meta.dim == TINY["dim"]

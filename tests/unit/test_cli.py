@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from streamrec.broker import broker_binary
 from streamrec.cli import cli
 from streamrec.errors import ConfigError
+from streamrec.io.broker import broker_binary
 
 
 def test_invalid_setting_is_one_clear_line_naming_it(tmp_path: Path) -> None:

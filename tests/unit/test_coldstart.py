@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamrec.catalog import apply_catalog_op
-from streamrec.events import CatalogOp
-from streamrec.recsys import Recommender, RecsysConfig
+from streamrec.core.events import CatalogOp
+from streamrec.ranking.ranker import Ranker, RankingConfig
 from streamrec.testing import MeanEncoder, make_event, random_index
+from streamrec.worker.catalog import apply_catalog_op
 
 
-def make_recommender(**overrides: object) -> Recommender:
+def make_ranker(**overrides: object) -> Ranker:
     index = random_index(n_items=50, dim=8, seed=1)
-    config = RecsysConfig(explore_rate=0.0, **overrides)  # type: ignore[arg-type]
+    config = RankingConfig(explore_rate=0.0, **overrides)  # type: ignore[arg-type]
     trained = [f"i{n}" for n in range(50)]
-    return Recommender(MeanEncoder(dim=8), index, config, trained=trained)
+    return Ranker(MeanEncoder(dim=8), index, config, trained=trained)
 
 
 def test_a_new_item_gets_a_vector_on_the_first_co_occurrence() -> None:
-    rec = make_recommender()
+    rec = make_ranker()
     rec.observe(make_event(user_id="u", item_id="i3"))
     assert "fresh" not in rec.index
     rec.observe(make_event(user_id="u", item_id="fresh"))
@@ -31,7 +31,7 @@ def test_a_new_item_gets_a_vector_on_the_first_co_occurrence() -> None:
 
 
 def test_the_vector_follows_the_weighted_evidence() -> None:
-    rec = make_recommender(event_weights={"click": 1.0, "purchase": 3.0})
+    rec = make_ranker(event_weights={"click": 1.0, "purchase": 3.0})
     rec.observe(make_event(user_id="u1", item_id="i1", type="purchase"))
     rec.observe(make_event(user_id="u1", item_id="fresh"))
     rec.observe(make_event(user_id="u2", item_id="i2"))
@@ -44,7 +44,7 @@ def test_the_vector_follows_the_weighted_evidence() -> None:
 
 
 def test_trained_items_keep_their_vectors_and_switching_off_writes_nothing() -> None:
-    rec = make_recommender(new_item_vectors=False)
+    rec = make_ranker(new_item_vectors=False)
     before = rec.index.vectors_of(["i1"]).copy()
     rec.observe(make_event(user_id="u", item_id="i1"))
     rec.observe(make_event(user_id="u", item_id="fresh"))
@@ -53,7 +53,7 @@ def test_trained_items_keep_their_vectors_and_switching_off_writes_nothing() -> 
 
 
 def test_content_features_blend_in_and_removed_items_stay_removed() -> None:
-    rec = make_recommender(content_weight=1.0)
+    rec = make_ranker(content_weight=1.0)
     content = tuple(float(x) for x in np.ones(8))
     rec.index.upsert("fresh", content, available=False)  # the catalog removed it
     rec.observe_catalog(CatalogOp("fresh", "upsert", False, 0, content))
@@ -69,7 +69,7 @@ def test_content_features_blend_in_and_removed_items_stay_removed() -> None:
 
 
 def test_a_prior_shrinks_vectors_backed_by_little_evidence() -> None:
-    rec = make_recommender(new_item_prior=3.0)
+    rec = make_ranker(new_item_prior=3.0)
     rec.observe(make_event(user_id="u", item_id="i3"))
     rec.observe(make_event(user_id="u", item_id="fresh"))  # evidence 1: a quarter of the norm
     v3 = rec.index.vectors_of(["i3"])[0]
@@ -81,7 +81,7 @@ def test_a_prior_shrinks_vectors_backed_by_little_evidence() -> None:
 
 
 def test_searchable_counts_new_items_with_a_live_evidence_or_content_vector() -> None:
-    rec = make_recommender()
+    rec = make_ranker()
     assert rec.new_items.searchable == 0
     rec.observe(make_event(user_id="u", item_id="i3"))
     rec.observe(make_event(user_id="u", item_id="fresh"))  # evidence: counted
@@ -92,7 +92,7 @@ def test_searchable_counts_new_items_with_a_live_evidence_or_content_vector() ->
         CatalogOp("plain", "upsert", True, 0),
     )
     for op in (shiny, plain):
-        apply_catalog_op(rec.index, op)  # the worker's catalog follower, then the recommender
+        apply_catalog_op(rec.index, op)  # the worker's catalog follower, then the ranker
         rec.observe_catalog(op)
     assert rec.new_items.searchable == 2  # "shiny" has a content vector, "plain" the centroid
     for op in (CatalogOp("fresh", "delete", False, 1), CatalogOp("shiny", "upsert", False, 1)):

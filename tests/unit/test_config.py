@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from streamrec.config import Settings, load_settings
 from streamrec.errors import ConfigError, StreamrecError
+from streamrec.ops.settings import Settings, load_settings
 
 
 @pytest.fixture(autouse=True)

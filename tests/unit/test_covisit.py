@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamrec.covisit import CoVisitation
+from streamrec.ranking.covisit import CoVisitation
 
 
 def test_pairs_within_the_window_are_counted_both_ways_with_type_weights() -> None:

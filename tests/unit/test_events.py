@@ -9,19 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamrec.core.events import CatalogOp, Event, RecItem, Recommendation, rec_id_for
 from streamrec.errors import BadEvent
-from streamrec.events import (
+from streamrec.io.codec import (
     DEFAULT_MAX_ID_LEN,
-    CatalogOp,
-    Event,
-    RecItem,
-    Recommendation,
     decode_catalog,
     decode_event,
     encode_catalog,
     encode_event,
     encode_recommendation,
-    rec_id_for,
 )
 
 REASONS = {

@@ -8,13 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamrec.explore import (
+from streamrec.ranking.explore import (
     epsilon_slots,
     exploit_propensity,
     explore_propensity,
     request_rng,
 )
-from streamrec.fusion import Fused
+from streamrec.ranking.fusion import Fused
 
 
 def fused(prefix: str, n: int) -> list[Fused]:

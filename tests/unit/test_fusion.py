@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamrec.fusion import fuse
+from streamrec.ranking.fusion import fuse
 
 ITEMS = st.sampled_from([f"i{n}" for n in range(30)])
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamrec.events import Event
-from streamrec.history import EMPTY, MAX_PURCHASED, UserState, apply_event, fold_events
+from streamrec.core.events import Event
+from streamrec.core.history import EMPTY, MAX_PURCHASED, UserState, apply_event, fold_events
 
 
 def _ev(eid: str, item: str, kind: str = "click", ts: int = 0, user: str = "u1") -> Event:

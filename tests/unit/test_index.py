@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamrec.errors import ItemIndexError
-from streamrec.index import ItemIndex
+from streamrec.ranking.index import ItemIndex
 from streamrec.testing import random_index
 
 DIM = 8

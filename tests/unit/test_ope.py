@@ -9,9 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamrec.explore import epsilon_slots, request_rng
-from streamrec.fusion import Fused
-from streamrec.ope import (
+from streamrec.evaluation.ope import (
     LoggedList,
     LoggedSlot,
     estimate,
@@ -19,6 +17,8 @@ from streamrec.ope import (
     logged_target,
     read_log,
 )
+from streamrec.ranking.explore import epsilon_slots, request_rng
+from streamrec.ranking.fusion import Fused
 
 K, EPS = 3, 0.3
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamrec.quality import (
+from streamrec.ops.quality import (
     CoverageTracker,
     QualityTracker,
     RatioTracker,

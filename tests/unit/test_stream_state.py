@@ -1,6 +1,6 @@
-"""The fused recommender's stream state: counted once per offset, restorable from the database.
+"""The fused ranker's stream state: counted once per offset, restorable from the database.
 
-``Recommender.restore`` must leave the same state as ``observe`` on each event (trending,
+``Ranker.restore`` must leave the same state as ``observe`` on each event (trending,
 co-visitation, new-item vectors); an offset already observed is never counted again (a batch
 re-read after a failed commit, a partition restored twice); ``StateRestore`` works a claimed
 partition's restore off in slices, reading a real SQLite store.
@@ -15,22 +15,24 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamrec.config import load_settings
-from streamrec.events import Event, encode_event
-from streamrec.history import EMPTY, UserState
-from streamrec.pipeline import Pipeline, Record
-from streamrec.recsys import Recommender, RecsysConfig
-from streamrec.restore import StateRestore
-from streamrec.state import AppliedEvent, BatchWrite, Store
-from streamrec.testing import FakeClock, MeanEncoder, MemoryStateReader, random_index
+from streamrec.core.events import Event
+from streamrec.core.history import EMPTY, UserState
+from streamrec.io.codec import encode_event
+from streamrec.ops.settings import load_settings
+from streamrec.ranking.ranker import Ranker, RankingConfig
+from streamrec.state.memory import MemoryStateReader
+from streamrec.state.restore import StateRestore
+from streamrec.state.store import AppliedEvent, BatchWrite, Store
+from streamrec.testing import FakeClock, MeanEncoder, random_index
+from streamrec.worker.step import Pipeline, Record
 
 TRAINED = [f"i{n}" for n in range(40)]
 NEW = [f"new{n}" for n in range(4)]  # never trained: they get vectors from co-visitation
 
 
-def _recommender(**overrides: Any) -> Recommender:
-    config = RecsysConfig(**{"pool": 30, "explore_rate": 0.0, **overrides})
-    return Recommender(MeanEncoder(dim=8), random_index(40, 8, seed=3), config, trained=TRAINED)
+def _ranker(**overrides: Any) -> Ranker:
+    config = RankingConfig(**{"pool": 30, "explore_rate": 0.0, **overrides})
+    return Ranker(MeanEncoder(dim=8), random_index(40, 8, seed=3), config, trained=TRAINED)
 
 
 def _stream(n: int, seed: int = 0) -> list[tuple[int, Event]]:
@@ -45,7 +47,7 @@ def _stream(n: int, seed: int = 0) -> list[tuple[int, Event]]:
     return out
 
 
-def _state(rec: Recommender) -> tuple[object, ...]:
+def _state(rec: Ranker) -> tuple[object, ...]:
     """Everything the stream feeds: trending (order and scores), co-visitation, new vectors."""
     items = [*TRAINED, *NEW]
     covisit = {i: dict(rec.covisit.neighbors(i)) for i in items}
@@ -53,19 +55,19 @@ def _state(rec: Recommender) -> tuple[object, ...]:
     return list(rec.trending.ranked()), covisit, known, rec.index.vectors_of(known).tolist()
 
 
-def _lists(rec: Recommender) -> list[list[str]]:
+def _lists(rec: Ranker) -> list[list[str]]:
     states = [EMPTY, UserState(history=("i1",), n_events=1), UserState(history=("new0", "i3"))]
     shown = rec.recommend_batch(states, [set(s.history) for s in states], 10)
     return [[s.item_id for s in lst] for lst in shown]
 
 
-# -- Recommender.restore and the offset guard --------------------------------------------------
+# -- Ranker.restore and the offset guard --------------------------------------------------
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 400])
 def test_restore_leaves_the_state_observe_leaves(chunk: int) -> None:
     stream = _stream(400)
-    observed, restored = _recommender(), _recommender()
+    observed, restored = _ranker(), _ranker()
     for offset, event in stream:
         assert observed.observe(event, 0, offset)
     counted = sum(restored.restore(0, stream[s : s + chunk]) for s in range(0, 400, chunk))
@@ -82,7 +84,7 @@ def test_restore_leaves_the_state_observe_leaves(chunk: int) -> None:
 
 
 def test_an_observed_offset_is_not_counted_again() -> None:
-    rec = _recommender()
+    rec = _ranker()
     click = Event("a", "u1", "i1", "click", 1_700_000_000_000)
     assert rec.observe(click, 0, 5)
     before = _state(rec)
@@ -98,28 +100,28 @@ def test_an_observed_offset_is_not_counted_again() -> None:
 
 def test_restoring_the_same_partition_again_adds_nothing() -> None:
     stream = _stream(120)
-    rec = _recommender()
+    rec = _ranker()
     assert rec.restore(0, stream[:80]) == 80
     once = _state(rec)
     assert rec.restore(0, stream[:80]) == 0
     assert rec.restore(0, stream[40:80]) == 0
     assert _state(rec) == once
     assert rec.restore(0, stream) == 40  # only the offsets beyond the restored ones
-    reference = _recommender()
+    reference = _ranker()
     reference.restore(0, stream)
     assert _state(rec)[:3] == _state(reference)[:3]
 
 
 def test_a_batch_re_read_after_a_failed_commit_is_counted_once() -> None:
     """Defect 2: the worker re-reads a batch whose commit failed; the pipeline runs again."""
-    rec = _recommender(explore_rate=0.1)
+    rec = _ranker(explore_rate=0.1)
     pipe = Pipeline(
         load_settings(metrics_port=0, db_url="sqlite://", top_k=5),
         rec.encoder,
         rec.index,
         "v-test",
         clock=FakeClock(1_700_000_001.0),
-        recommender=rec,
+        ranker=rec,
     )
     stream = _stream(60, seed=4)
     records = [
@@ -133,7 +135,7 @@ def test_a_batch_re_read_after_a_failed_commit_is_counted_once() -> None:
 
     assert _state(rec)[:3] == after_first[:3]
     assert [m.value for m in second.messages] == [m.value for m in first.messages]
-    reference = _recommender()
+    reference = _ranker()
     for _, event in stream:
         reference.observe(event)
     assert _state(rec)[:3] == _state(reference)[:3]
@@ -154,7 +156,7 @@ def _store_with(tmp_path: Path, partitions: dict[int, list[tuple[int, Event]]]) 
 def test_state_restore_works_in_slices_and_only_the_latest_events(tmp_path: Path) -> None:
     p0, p1 = _stream(7, seed=1), _stream(3, seed=2)
     counted: list[int] = []
-    rec = _recommender()
+    rec = _ranker()
     with _store_with(tmp_path, {0: p0, 1: p1}) as store:
         restore = StateRestore(store, rec, limit=5, on_counted=counted.append, chunk_events=2)
         restore.budget_s = 0.0  # one unit of work (a read or a chunk) per step
@@ -166,7 +168,7 @@ def test_state_restore_works_in_slices_and_only_the_latest_events(tmp_path: Path
         assert restore.pending == set()
         assert counted == [2, 2, 1, 2, 1]
 
-        reference = _recommender()
+        reference = _ranker()
         reference.restore(0, p0[-5:])  # the latest `limit` events only
         reference.restore(1, p1)
         assert _state(rec)[:3] == _state(reference)[:3]
@@ -180,7 +182,7 @@ def test_state_restore_forgets_revoked_partitions_and_resumes_from_the_next_offs
     tmp_path: Path,
 ) -> None:
     stream = _stream(6, seed=5)
-    rec = _recommender()
+    rec = _ranker()
     with _store_with(tmp_path, {0: stream}) as store:
         restore = StateRestore(store, rec, limit=100, chunk_events=2)
         restore.budget_s = 0.0
@@ -192,7 +194,7 @@ def test_state_restore_forgets_revoked_partitions_and_resumes_from_the_next_offs
         restore.budget_s = 10.0
         restore.add([0])  # assigned again: reads from the next offset not observed
         assert restore.step() == [0]
-        reference = _recommender()
+        reference = _ranker()
         reference.restore(0, stream)
         assert _state(rec)[:3] == _state(reference)[:3]
 
@@ -200,8 +202,8 @@ def test_state_restore_forgets_revoked_partitions_and_resumes_from_the_next_offs
 def test_state_restore_releases_partitions_together_and_validates_its_limit(tmp_path: Path) -> None:
     with _store_with(tmp_path, {0: []}) as store:
         with pytest.raises(ValueError):
-            StateRestore(store, _recommender(), limit=0)
-        restore = StateRestore(store, _recommender(), limit=10)
+            StateRestore(store, _ranker(), limit=0)
+        restore = StateRestore(store, _ranker(), limit=10)
         restore.add([0, 3])
         assert restore.step() == []  # partition 0 read (nothing stored), 3 still pending
         assert restore.pending == {0, 3}

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from streamrec.trending import Trending
+from streamrec.ranking.trending import Trending
 
 DAY_MS = 86_400_000
 
@@ -62,7 +62,7 @@ def test_rejects_a_non_positive_half_life() -> None:
 def test_ranking_reads_past_the_sorted_head_in_exact_order(monkeypatch) -> None:
     import random
 
-    import streamrec.trending as trending
+    import streamrec.ranking.trending as trending
 
     monkeypatch.setattr(trending, "_HEAD", 4)  # force several head extensions
     rnd = random.Random(3)

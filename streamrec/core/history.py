@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from streamrec.events import Event
+from streamrec.core.events import Event
 
 MAX_PURCHASED = 1000
 

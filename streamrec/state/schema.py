@@ -1,7 +1,7 @@
 """The database tables (SQLAlchemy Core): the schema of the latest Alembic revision.
 
 ``migrations/versions/`` creates and alters them; this module mirrors the result for queries
-(``streamrec.state``) and for Alembic's metadata. Change both together.
+(``streamrec.state.store``) and for Alembic's metadata. Change both together.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ within a second of the event).
 
 For metrics, ``updates`` counts the vectors written and ``searchable`` the new items whose
 evidence or content vector is in the index and live now (kept as a set, so reading it is O(1);
-the recommender calls ``update_searchable`` after every catalog change of an item).
+the ranker calls ``update_searchable`` after every catalog change of an item).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from collections.abc import Collection, Iterable
 
 import numpy as np
 
-from streamrec.covisit import CoVisitation
-from streamrec.index import ItemIndex
+from streamrec.ranking.covisit import CoVisitation
+from streamrec.ranking.index import ItemIndex
 
 
 class NewItemVectors:

@@ -10,8 +10,9 @@ from pathlib import Path
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from streamrec.core.events import CatalogOp, Event
 from streamrec.errors import BrokerError
-from streamrec.events import CatalogOp, Event, encode_catalog, encode_event
+from streamrec.io.codec import encode_catalog, encode_event
 
 
 def write_events(path: Path, events: Iterable[Event]) -> int:

@@ -1,6 +1,6 @@
-"""The recommender the pipeline calls: candidate sources, fusion, cold start and exploration.
+"""The ranker the pipeline calls: candidate sources, fusion, cold start and exploration.
 
-``Recommender.observe(event, partition, offset)`` keeps the stream-fed state up to date (in
+``Ranker.observe(event, partition, offset)`` keeps the stream-fed state up to date (in
 memory; its clock is the events' ``ts``): the time-decayed trending list, item-to-item
 co-visitation, and vectors of items the model never saw (written to the index at once). Each
 partition's offsets are counted once (a batch re-read after a failed commit is skipped), and
@@ -44,32 +44,32 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from streamrec.coldstart import NewItemVectors
-from streamrec.covisit import CoVisitation
-from streamrec.encoder import Encoder
-from streamrec.events import CatalogOp, Event
-from streamrec.explore import ExplorePool, ListPool, ShownItem, epsilon_slots, request_rng
-from streamrec.fusion import Candidates, Fused, FusionMethod, fuse
-from streamrec.history import UserState
-from streamrec.index import ItemIndex
-from streamrec.trending import Trending
+from streamrec.core.events import CatalogOp, Event
+from streamrec.core.history import UserState
+from streamrec.ranking.coldstart import NewItemVectors
+from streamrec.ranking.covisit import CoVisitation
+from streamrec.ranking.encoder import Encoder
+from streamrec.ranking.explore import ExplorePool, ListPool, ShownItem, epsilon_slots, request_rng
+from streamrec.ranking.fusion import Candidates, Fused, FusionMethod, fuse
+from streamrec.ranking.index import ItemIndex
+from streamrec.ranking.trending import Trending
 
 if TYPE_CHECKING:
-    from streamrec.config import Settings
+    from streamrec.ops.settings import Settings
 
 SOURCES = ("ann", "trending", "covisit")
 ExploreFrom = Literal["ann", "fused", "catalog"]
 
 
 @dataclass(frozen=True)
-class RecsysConfig:
-    """Settings of the recommender; the defaults are the worker's (``from_settings``).
+class RankingConfig:
+    """Settings of the ranker; the defaults are the worker's (``from_settings``).
 
     Attributes:
         k: items per list.
         sources: enabled candidate sources, a subset of ``SOURCES``.
         pool: candidates fetched per source.
-        fusion: ``"rrf"`` or ``"score"`` (see ``streamrec.fusion``).
+        fusion: ``"rrf"`` or ``"score"`` (see ``streamrec.ranking.fusion``).
         rrf_k: the RRF constant.
         weight_ann: base weight of the encoder's candidates.
         weight_trending: base weight of the trending list.
@@ -120,7 +120,7 @@ class RecsysConfig:
     seed: int = 0
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RecsysConfig:
+    def from_settings(cls, settings: Settings) -> RankingConfig:
         """The worker's configuration (``STREAMREC_*`` settings; README's table)."""
         return cls(
             k=settings.top_k,
@@ -154,7 +154,7 @@ class RecsysConfig:
             raise ValueError(f"explore_rate must be in [0, 1), got {self.explore_rate}")
 
 
-class Recommender:
+class Ranker:
     """Stream-fed candidate sources, fused and explored.
 
     Args:
@@ -169,12 +169,12 @@ class Recommender:
         self,
         encoder: Encoder,
         index: ItemIndex,
-        config: RecsysConfig | None = None,
+        config: RankingConfig | None = None,
         trained: Sequence[str] = (),
     ) -> None:
         self.encoder = encoder
         self.index = index
-        self.config = config or RecsysConfig()
+        self.config = config or RankingConfig()
         cfg = self.config
         self.trending = Trending(cfg.trending_half_life_s, cfg.event_weights)
         self.covisit = CoVisitation(

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from streamrec.events import RecItem
-from streamrec.history import UserState
+from streamrec.core.events import RecItem
+from streamrec.core.history import UserState
 
 
 def exclusions(state: UserState, exclude_history: bool) -> set[str]:

@@ -2,7 +2,7 @@
 
 What the worker feeds in, once per published recommendation, is a ``RecObservation``: the event
 that triggered it, the user's history length and the recommended item ids. ``QualityTracker``
-turns those into the numbers ``streamrec.metrics`` exports:
+turns those into the numbers ``streamrec.ops.metrics`` exports:
 
 - catalog coverage: distinct items recommended in the window / searchable items;
 - cold-start share: recommendations computed from a history shorter than ``cold_start_history``;

@@ -1,9 +1,9 @@
 """``streamrec replay`` and ``streamrec ope``: click commands, plus the replay's report tables.
 
-``replay`` runs the ablation rows of ``ablation_configs`` (each a fresh index and recommender
+``replay`` runs the ablation rows of ``ablation_configs`` (each a fresh index and ranker
 over the same split and model), writes the JSON report and prints a Markdown table and the bar
 checks of issue 7. The rows derive from the worker's own configuration
-(``RecsysConfig.from_settings``: ``STREAMREC_*`` variables and defaults), so the replay measures
+(``RankingConfig.from_settings``: ``STREAMREC_*`` variables and defaults), so the replay measures
 what the worker runs; ``--explore-rate`` and ``--explore-from`` override those two settings.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from streamrec.recsys import RecsysConfig
+from streamrec.ranking.ranker import RankingConfig
 
 ENCODER_ONLY = "encoder only"
 TRENDING_ONLY = "trending only"
@@ -30,7 +30,7 @@ FUSED_NO_NEW = "fused without new-item vectors"
 FUSED_EXPLORE = "fused + exploration"
 
 
-def ablation_configs(base: RecsysConfig) -> dict[str, RecsysConfig]:
+def ablation_configs(base: RankingConfig) -> dict[str, RankingConfig]:
     """The replay's rows: single sources, cumulative parts, fused with exploration off/on.
 
     ``base`` is the full configuration (the worker's); its exploration settings make the last
@@ -110,7 +110,7 @@ def _check(what: str, value: float, op: str, bound: float) -> dict[str, Any]:
 
 
 def _train_on_warmup(warmup: list[Any], model: Path, epochs: int, max_len: int) -> None:
-    from streamrec.events import encode_event
+    from streamrec.io.codec import encode_event
     from streamrec.training.train import TrainConfig, train_file
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -156,11 +156,11 @@ def replay(
     time (checked: it may not know items that only appear later); when --model does not exist
     it is trained on that prefix first.
     """
-    from streamrec.config import load_settings
-    from streamrec.encoder import OnnxEncoder
     from streamrec.errors import ConfigError
-    from streamrec.modelfiles import read_model_dir
-    from streamrec.replay import ReplayData, check_no_leakage, load_log, replay_config
+    from streamrec.evaluation.replay import ReplayData, check_no_leakage, load_log, replay_config
+    from streamrec.ops.settings import load_settings
+    from streamrec.ranking.encoder import OnnxEncoder
+    from streamrec.ranking.modelfiles import read_model_dir
 
     try:
         settings = load_settings(explore_rate=explore_rate, explore_from=explore_from)
@@ -179,7 +179,7 @@ def replay(
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     encoder = OnnxEncoder(files.encoder_path(), files.meta.dim, files.meta.max_len, 1)
-    configs = ablation_configs(RecsysConfig.from_settings(settings))
+    configs = ablation_configs(RankingConfig.from_settings(settings))
     unknown = set(only) - set(configs)
     if unknown:
         raise click.BadParameter(f"unknown rows {sorted(unknown)}; rows: {list(configs)}")
@@ -222,7 +222,7 @@ def replay(
 @click.option("--horizon-s", default=3600.0, show_default=True, help="click attribution window")
 def ope(log_path: str, target: str, clip: float, horizon_s: float) -> None:
     """IPS and self-normalised IPS estimates of a candidate policy's clicks per list."""
-    from streamrec.ope import TARGETS, estimate, read_log
+    from streamrec.evaluation.ope import TARGETS, estimate, read_log
 
     try:
         lists = read_log(log_path, horizon_ms=int(horizon_s * 1000))

@@ -10,13 +10,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamrec.config import Settings, load_settings
-from streamrec.events import Event, encode_event, rec_id_for
-from streamrec.history import UserState, apply_event, fold_events
-from streamrec.pipeline import Pipeline, Record
-from streamrec.recsys import Recommender, RecsysConfig
-from streamrec.state import AppliedEvent, OutboxMessage
-from streamrec.testing import FakeClock, MeanEncoder, MemoryStateReader, random_index
+from streamrec.core.events import Event, rec_id_for
+from streamrec.core.history import UserState, apply_event, fold_events
+from streamrec.io.codec import encode_event
+from streamrec.ops.settings import Settings, load_settings
+from streamrec.ranking.ranker import Ranker, RankingConfig
+from streamrec.state.memory import MemoryStateReader
+from streamrec.state.store import AppliedEvent, OutboxMessage
+from streamrec.testing import FakeClock, MeanEncoder, random_index
+from streamrec.worker.step import Pipeline, Record
 
 DIM = 8
 K = 5
@@ -55,10 +57,10 @@ def _pipeline(**overrides: Any) -> Pipeline:
 
 def _fused_pipeline(explore_rate: float = 0.0) -> Pipeline:
     encoder, index = MeanEncoder(DIM, max_len=20), random_index(N_ITEMS, DIM, seed=1)
-    config = RecsysConfig(k=K, explore_rate=explore_rate, seed=3)
+    config = RankingConfig(k=K, explore_rate=explore_rate, seed=3)
     trained = [f"i{n}" for n in range(N_ITEMS)]
-    recommender = Recommender(encoder, index, config, trained=trained)
-    return Pipeline(_settings(), encoder, index, "v-test", FakeClock(), recommender=recommender)
+    ranker = Ranker(encoder, index, config, trained=trained)
+    return Pipeline(_settings(), encoder, index, "v-test", FakeClock(), ranker=ranker)
 
 
 def _ev(eid: str, user: str, item: str, kind: str = "click", ts: int = 1) -> Event:
@@ -340,7 +342,7 @@ def test_fused_stats_count_new_item_vectors_and_slots_by_source_and_item_kind() 
     write, stats = pipe.process([rec.event(e) for e in events], MemoryStateReader(), {0: 1})
 
     assert stats.new_item_vectors == 1
-    assert pipe.recommender is not None and pipe.recommender.new_items.searchable == 1
+    assert pipe.ranker is not None and pipe.ranker.new_items.searchable == 1
     assert sum(stats.slots.values()) == K * len(events)
     shown = [s for _, items in pipe.last_shown for s in items]
     new_shown = sum(1 for s in shown if s.item_id == "fresh")

@@ -14,16 +14,11 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from streamrec.config import Settings
 from streamrec.errors import BrokerError
+from streamrec.ops.settings import Settings
 
 log = logging.getLogger(__name__)
 
-HEADER_ERROR = "x-streamrec-error"
-HEADER_DETAIL = "x-streamrec-error-detail"
-HEADER_TOPIC = "x-source-topic"
-HEADER_PARTITION = "x-source-partition"
-HEADER_OFFSET = "x-source-offset"
 PRODUCER_MAX_BLOCK_MS = 5000
 
 
@@ -129,16 +124,3 @@ def create_topics(
     if created:
         log.info("created topics %s", ",".join(created))
     return created
-
-
-def dead_letter_headers(
-    reason: str, detail: str, topic: str, partition: int, offset: int
-) -> tuple[tuple[str, bytes], ...]:
-    """Headers of a dead-letter record: why it failed and where it came from."""
-    return (
-        (HEADER_ERROR, reason.encode()),
-        (HEADER_DETAIL, detail[:200].encode()),
-        (HEADER_TOPIC, topic.encode()),
-        (HEADER_PARTITION, str(partition).encode()),
-        (HEADER_OFFSET, str(offset).encode()),
-    )

@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamrec.events import RecItem
-from streamrec.history import UserState
-from streamrec.recommender import exclusions, rank
+from streamrec.core.events import RecItem
+from streamrec.core.history import UserState
+from streamrec.ranking.rank import exclusions, rank
 
 
 def _always(_item: str) -> bool:

@@ -16,27 +16,20 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from streamrec.config import Settings
-from streamrec.encoder import Encoder
+from streamrec.core.events import Event, RecItem, Recommendation, rec_id_for
+from streamrec.core.history import EMPTY, UserState, apply_event
 from streamrec.errors import BadEvent
-from streamrec.events import (
-    Event,
-    RecItem,
-    Recommendation,
-    decode_event,
-    encode_recommendation,
-    rec_id_for,
-)
-from streamrec.history import EMPTY, UserState, apply_event
-from streamrec.index import ItemIndex
-from streamrec.kafka_io import dead_letter_headers
-from streamrec.quality import RecObservation
-from streamrec.recommender import exclusions, rank
-from streamrec.state import AppliedEvent, BatchWrite, OutboxMessage
+from streamrec.io.codec import dead_letter_headers, decode_event, encode_recommendation
+from streamrec.ops.quality import RecObservation
+from streamrec.ops.settings import Settings
+from streamrec.ranking.encoder import Encoder
+from streamrec.ranking.index import ItemIndex
+from streamrec.ranking.rank import exclusions, rank
+from streamrec.state.store import AppliedEvent, BatchWrite, OutboxMessage
 
 if TYPE_CHECKING:
-    from streamrec.explore import ShownItem
-    from streamrec.recsys import Recommender
+    from streamrec.ranking.explore import ShownItem
+    from streamrec.ranking.ranker import Ranker
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +89,10 @@ class Pipeline:
             ``ts_in_future`` (None: no limit).
         max_age_ms: events stamped more than this before ``clock()`` are dead-lettered as
             ``ts_too_old`` (None: no limit; replays of old traffic are legitimate).
-        recommender: fused ranking (encoder + trending + co-visitation, exploration); when
+        ranker: fused ranking (encoder + trending + co-visitation, exploration); when
             None, the encoder's nearest neighbours alone are ranked.
         trained: ids of the items the model was trained on, which tells new items apart in
-            ``BatchStats.slots`` under encoder-only ranking (the recommender knows its own);
+            ``BatchStats.slots`` under encoder-only ranking (the ranker knows its own);
             without either, every item counts as trained.
     """
 
@@ -112,12 +105,12 @@ class Pipeline:
         clock: Callable[[], float] = time.time,
         max_future_ms: int | None = None,
         max_age_ms: int | None = None,
-        recommender: Recommender | None = None,
+        ranker: Ranker | None = None,
         trained: Collection[str] | None = None,
     ) -> None:
         self.settings = settings
-        self.recommender = recommender
-        self._trained = frozenset(trained) if trained is not None and recommender is None else None
+        self.ranker = ranker
+        self._trained = frozenset(trained) if trained is not None and ranker is None else None
         # the rich lists (source, propensity) of the last batch: (user_id, items) per event
         self.last_shown: list[tuple[str, list[ShownItem]]] = []
         self.max_future_ms = max_future_ms
@@ -167,17 +160,17 @@ class Pipeline:
     def _recommend(
         self, snapshots: list[tuple[Record, Event, UserState]], stats: BatchStats
     ) -> list[tuple[RecItem, ...]]:
-        """One ranked list per snapshot: the fused recommender, or encoder + index alone."""
+        """One ranked list per snapshot: the fused ranker, or encoder + index alone."""
         excl = [exclusions(s, self.settings.exclude_history) for _, _, s in snapshots]
-        if self.recommender is not None:
+        if self.ranker is not None:
             with _timed(stats, "rank"):
-                written = self.recommender.new_items.updates
+                written = self.ranker.new_items.updates
                 for rec, event, _ in snapshots:
                     # first: new evidence counts at once; an offset already observed (a batch
                     # re-read after a failed commit) is not counted again
-                    self.recommender.observe(event, rec.partition, rec.offset)
-                stats.new_item_vectors += self.recommender.new_items.updates - written
-                shown = self.recommender.recommend_batch(
+                    self.ranker.observe(event, rec.partition, rec.offset)
+                stats.new_item_vectors += self.ranker.new_items.updates - written
+                shown = self.ranker.recommend_batch(
                     [s for _, _, s in snapshots],
                     excl,
                     self.settings.top_k,
@@ -211,8 +204,8 @@ class Pipeline:
 
     def _kind(self, item_id: str) -> str:
         """``new`` for an item the model was not trained on, else ``trained`` (slot metrics)."""
-        if self.recommender is not None:
-            new = self.recommender.new_items.is_new(item_id)
+        if self.ranker is not None:
+            new = self.ranker.new_items.is_new(item_id)
         else:
             new = self._trained is not None and item_id not in self._trained
         return "new" if new else "trained"

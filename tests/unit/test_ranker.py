@@ -1,4 +1,4 @@
-"""The composed recommender: blending by history length, filters, propensities, determinism."""
+"""The composed ranker: blending by history length, filters, propensities, determinism."""
 
 from __future__ import annotations
 
@@ -6,18 +6,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamrec.history import EMPTY, UserState
-from streamrec.recsys import Recommender, RecsysConfig
+from streamrec.core.history import EMPTY, UserState
+from streamrec.ranking.ranker import Ranker, RankingConfig
 from streamrec.testing import MeanEncoder, make_event, random_index
 
 
-def make_recommender(**overrides: object) -> Recommender:
+def make_ranker(**overrides: object) -> Ranker:
     index = random_index(n_items=80, dim=8, seed=2)
-    config = RecsysConfig(**{"pool": 30, **overrides})  # type: ignore[arg-type]
-    return Recommender(MeanEncoder(dim=8), index, config, trained=[f"i{n}" for n in range(80)])
+    config = RankingConfig(**{"pool": 30, **overrides})  # type: ignore[arg-type]
+    return Ranker(MeanEncoder(dim=8), index, config, trained=[f"i{n}" for n in range(80)])
 
 
-def feed(rec: Recommender) -> None:
+def feed(rec: Ranker) -> None:
     ts = 1_700_000_000_000
     for n in range(200):
         user, item = f"u{n % 7}", f"i{(n * 7) % 13 if n % 3 else 5}"
@@ -25,7 +25,7 @@ def feed(rec: Recommender) -> None:
 
 
 def test_a_new_user_gets_the_trending_list() -> None:
-    rec = make_recommender(explore_rate=0.0)
+    rec = make_ranker(explore_rate=0.0)
     feed(rec)
     [shown] = rec.recommend_batch([EMPTY], [set()], 5)
     assert [s.item_id for s in shown] == [i for i, _ in rec.trending.top(5)]
@@ -35,7 +35,7 @@ def test_a_new_user_gets_the_trending_list() -> None:
 
 
 def test_the_encoder_weight_grows_with_history() -> None:
-    rec = make_recommender(blend_half_history=2.0, trending_floor=0.0)
+    rec = make_ranker(blend_half_history=2.0, trending_floor=0.0)
     short = UserState(history=("i1",), n_events=1)
     long = UserState(history=tuple(f"i{n}" for n in range(18)), n_events=18)
     ws, wl = rec.source_weights(short), rec.source_weights(long)
@@ -44,7 +44,7 @@ def test_the_encoder_weight_grows_with_history() -> None:
 
 
 def test_encoder_only_matches_the_pipelines_search() -> None:
-    rec = make_recommender(sources=("ann",), explore_rate=0.0, new_item_vectors=False)
+    rec = make_ranker(sources=("ann",), explore_rate=0.0, new_item_vectors=False)
     state = UserState(history=("i1", "i2", "i3"), n_events=3)
     [shown] = rec.recommend_batch([state], [set(state.history)], 10)
     query = rec.encoder.encode([rec.index.vectors_of(state.history)])
@@ -60,7 +60,7 @@ def test_encoder_only_matches_the_pipelines_search() -> None:
     st.sampled_from(["ann", "fused", "catalog"]),
 )
 def test_lists_never_show_filtered_items_and_carry_propensities(seed, rate, pool) -> None:
-    rec = make_recommender(explore_rate=rate, seed=seed, explore_from=pool)
+    rec = make_ranker(explore_rate=rate, seed=seed, explore_from=pool)
     feed(rec)
     rec.index.remove("i5")
     state = UserState(history=("i1", "i7", "i9"), purchased=("i9",), n_events=3)
@@ -84,7 +84,7 @@ def test_lists_never_show_filtered_items_and_carry_propensities(seed, rate, pool
 
 
 def test_catalog_exploration_draws_every_eligible_item_uniformly() -> None:
-    rec = make_recommender(explore_rate=0.5, explore_from="catalog")
+    rec = make_ranker(explore_rate=0.5, explore_from="catalog")
     feed(rec)
     state = UserState(history=("i1",), n_events=1)
     counts: dict[str, int] = {}
@@ -100,7 +100,7 @@ def test_catalog_exploration_draws_every_eligible_item_uniformly() -> None:
 
 
 def test_a_new_user_gets_k_items_before_any_trending_evidence() -> None:
-    rec = make_recommender(explore_rate=0.0)  # nothing observed: trending and co-visitation empty
+    rec = make_ranker(explore_rate=0.0)  # nothing observed: trending and co-visitation empty
     [shown] = rec.recommend_batch([EMPTY], [{"i3"}], 10)
     assert len({s.item_id for s in shown}) == 10 and "i3" not in {s.item_id for s in shown}
     assert {s.source for s in shown} == {"ann"} and all(s.score == 0.0 for s in shown)
@@ -111,11 +111,11 @@ def test_a_new_user_gets_k_items_before_any_trending_evidence() -> None:
 
 
 def test_the_worker_settings_map_onto_the_default_config() -> None:
-    from streamrec.config import load_settings
+    from streamrec.ops.settings import load_settings
 
-    assert RecsysConfig.from_settings(load_settings()) == RecsysConfig()
+    assert RankingConfig.from_settings(load_settings()) == RankingConfig()
     custom = load_settings(explore_from="catalog", covisit_half_life_s=60.0, weight_covisit=2.0)
-    config = RecsysConfig.from_settings(custom)
+    config = RankingConfig.from_settings(custom)
     assert (config.explore_from, config.covisit_half_life_s, config.weight_covisit) == (
         "catalog",
         60.0,
@@ -124,7 +124,7 @@ def test_the_worker_settings_map_onto_the_default_config() -> None:
 
 
 def test_same_seed_same_lists_and_a_rate_explores_about_that_share() -> None:
-    rec = make_recommender(explore_rate=0.2, seed=4)
+    rec = make_ranker(explore_rate=0.2, seed=4)
     feed(rec)
     states = [UserState(history=(f"i{n}", f"i{n + 1}"), n_events=2) for n in range(60)]
     skip = [set(s.history) for s in states]
@@ -136,9 +136,9 @@ def test_same_seed_same_lists_and_a_rate_explores_about_that_share() -> None:
 
 def test_config_is_validated() -> None:
     with pytest.raises(ValueError, match="sources"):
-        RecsysConfig(sources=("nope",))
+        RankingConfig(sources=("nope",))
     with pytest.raises(ValueError, match="explore_rate"):
-        RecsysConfig(explore_rate=1.5)
-    rec = make_recommender()
+        RankingConfig(explore_rate=1.5)
+    rec = make_ranker()
     with pytest.raises(ValueError, match="one set per state"):
         rec.recommend_batch([EMPTY], [], 5)

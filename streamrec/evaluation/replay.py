@@ -5,16 +5,16 @@ Protocol (``replay``):
 * The log is ordered by timestamp, ties by file order. The first ``warmup_fraction`` of the
   events trains the model (never the rest: no leakage) and warms the state: user states are the
   fold of the warm-up events (``history.fold_events``, the specification of the store) and the
-  recommender observes them (trending, co-visitation). Each warm-up user's current list is
+  ranker observes them (trending, co-visitation). Each warm-up user's current list is
   computed once at the cut.
 * The rest is replayed in time order through ``Pipeline.process`` -- the worker's code path:
-  decode, dedupe, fold, recommender (candidates, fusion, filters, exploration) -- in batches in
+  decode, dedupe, fold, ranker (candidates, fusion, filters, exploration) -- in batches in
   which no user appears twice (so every list a user is scored on was produced before that
   user's event; other users' earlier events of the same batch may already count, as in
   production).
 * Test-then-train: before an event is applied, the list that was current for its user is scored
   against the event's item (HR@10, NDCG@10, MRR within the list). A user with no list yet (new
-  user) is scored on what the recommender shows an empty state at that moment.
+  user) is scored on what the ranker shows an empty state at that moment.
 * Items that are in the log but not in the model are announced to the index the first time they
   appear, as the catalog topic would (centroid vector, available), just before their event.
 
@@ -38,17 +38,18 @@ from typing import Any
 
 from tqdm import tqdm
 
-from streamrec.config import Settings, load_settings
-from streamrec.encoder import Encoder
-from streamrec.events import Event, decode_event, encode_event
-from streamrec.explore import ShownItem
-from streamrec.history import EMPTY, fold_events
-from streamrec.index import ItemIndex
-from streamrec.modelfiles import ModelFiles
-from streamrec.pipeline import Pipeline, Record
-from streamrec.recommender import exclusions
-from streamrec.recsys import Recommender, RecsysConfig
-from streamrec.testing import MemoryStateReader
+from streamrec.core.events import Event
+from streamrec.core.history import EMPTY, fold_events
+from streamrec.io.codec import decode_event, encode_event
+from streamrec.ops.settings import Settings, load_settings
+from streamrec.ranking.encoder import Encoder
+from streamrec.ranking.explore import ShownItem
+from streamrec.ranking.index import ItemIndex
+from streamrec.ranking.modelfiles import ModelFiles
+from streamrec.ranking.rank import exclusions
+from streamrec.ranking.ranker import Ranker, RankingConfig
+from streamrec.state.memory import MemoryStateReader
+from streamrec.worker.step import Pipeline, Record
 
 HISTORY_SEGMENTS = ("history=0", "history=1-4", "history=5-19", "history=20+")
 ITEM_SEGMENTS = ("item=seen", "item=new")
@@ -181,7 +182,7 @@ def _fresh_index(files: ModelFiles) -> ItemIndex:
 
 
 def _warm_lists(
-    rec: Recommender, store: MemoryStateReader, k: int, exclude_history: bool
+    rec: Ranker, store: MemoryStateReader, k: int, exclude_history: bool
 ) -> dict[str, list[ShownItem]]:
     users = sorted(store.users)
     current: dict[str, list[ShownItem]] = {}
@@ -199,13 +200,13 @@ def _warm_lists(
 def replay_config(
     data: ReplayData,
     encoder: Encoder,
-    config: RecsysConfig,
+    config: RankingConfig,
     name: str = "replay",
     batch_size: int = 64,
     settings: Settings | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Replay the test part of the log for one recommender configuration.
+    """Replay the test part of the log for one ranker configuration.
 
     Returns:
         JSON-able: overall and per-segment metrics, coverage, popularity bias, exploration
@@ -215,7 +216,7 @@ def replay_config(
     settings = settings or load_settings(top_k=config.k)
     k = settings.top_k
     index = _fresh_index(data.files)
-    rec = Recommender(encoder, index, config, trained=data.files.item_ids)
+    rec = Ranker(encoder, index, config, trained=data.files.item_ids)
     store = MemoryStateReader()
     store.users = fold_events(data.warmup, settings.history_max_len)
     store.applied_ids = {e.event_id for e in data.warmup}
@@ -224,7 +225,7 @@ def replay_config(
     current = _warm_lists(rec, store, k, settings.exclude_history)
     clock_s = [data.warmup[-1].ts / 1000.0 if data.warmup else 0.0]
     pipeline = Pipeline(
-        settings, encoder, index, data.files.meta.version, lambda: clock_s[0], recommender=rec
+        settings, encoder, index, data.files.meta.version, lambda: clock_s[0], ranker=rec
     )
     segments = {s: SegmentStats() for s in ("overall", *HISTORY_SEGMENTS, *ITEM_SEGMENTS)}
     shown_stats = ListStats()
@@ -256,7 +257,7 @@ def replay_config(
         for message, (user, shown) in zip(published, pipeline.last_shown, strict=True):
             sent = [it["item_id"] for it in json.loads(message.value or b"{}")["items"]]
             if sent != [s.item_id for s in shown]:
-                raise AssertionError("published list differs from the recommender's list")
+                raise AssertionError("published list differs from the ranker's list")
             current[user] = shown
             shown_stats.add(shown)
         bar.update(len(batch))
@@ -266,10 +267,10 @@ def replay_config(
 
 def _summary(
     data: ReplayData,
-    config: RecsysConfig,
+    config: RankingConfig,
     segments: dict[str, SegmentStats],
     shown: ListStats,
-    rec: Recommender,
+    rec: Ranker,
     seconds: float,
 ) -> dict[str, Any]:
     slots = max(shown.slots, 1)

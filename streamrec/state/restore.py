@@ -1,9 +1,9 @@
-"""Restore the fused recommender's stream state from the database when partitions are claimed.
+"""Restore the fused ranker's stream state from the database when partitions are claimed.
 
-Trending and co-visitation live in memory (``streamrec.recsys``). When the worker claims a
+Trending and co-visitation live in memory (``streamrec.ranking.ranker``). When the worker claims a
 partition it reads that partition's latest applied events back from the database
-(``Store.recent_events``: at most ``stream_state_restore_events``, only offsets the recommender
-has not observed yet) and feeds them to ``Recommender.restore``. Every applied event is thus
+(``Store.recent_events``: at most ``stream_state_restore_events``, only offsets the ranker
+has not observed yet) and feeds them to ``Ranker.restore``. Every applied event is thus
 counted once per worker, after a restart as after a rebalance that gives a partition back.
 
 The work is sliced so that the poll loop keeps polling (the group evicts a worker that does not
@@ -16,7 +16,7 @@ restored partition is logged once (count and seconds; at DEBUG when there was no
 as after most rebalances).
 
 ``CHUNK_EVENTS`` is sized from measurements on the shared 2-core development machine
-(2,000 items, 5,000 users, 50,000 events): ``Recommender.restore`` counts about 150,000 to
+(2,000 items, 5,000 users, 50,000 events): ``Ranker.restore`` counts about 150,000 to
 230,000 events/s when every item is known to the model, and about 17,000 events/s when 5 % of
 the events are on new items (their vectors are written at the end of each chunk; ``observe``
 writes them after every event: about 6,000 events/s). A chunk takes 20 to 150 ms; reading
@@ -32,9 +32,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from streamrec.config import Settings
-from streamrec.events import Event
-from streamrec.recsys import Recommender
+from streamrec.core.events import Event
+from streamrec.ops.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +49,19 @@ class RecentEvents(Protocol):
     ) -> list[tuple[int, Event]]: ...
 
 
+class StreamState(Protocol):
+    """What a restore feeds (``streamrec.ranking.ranker.Ranker``): counts once per offset."""
+
+    def next_offset(self, partition: int) -> int: ...
+
+    def restore(self, partition: int, events: Sequence[tuple[int, Event]]) -> int: ...
+
+
 @dataclass
 class _Job:
     started: float
     events: Sequence[tuple[int, Event]] | None = None  # None until read from the store
-    done: int = 0  # events of ``events`` passed to the recommender
+    done: int = 0  # events of ``events`` passed to the ranker
     counted: int = 0
 
 
@@ -63,17 +70,17 @@ class StateRestore:
 
     Args:
         store: where applied events are read from.
-        recommender: the recommender to restore.
+        ranker: the ranker to restore.
         limit: events per partition at most (the latest ones).
         on_counted: called with the number of events counted after each chunk (a metric).
-        chunk_events: events per ``Recommender.restore`` call.
+        chunk_events: events per ``Ranker.restore`` call.
         budget_s: restore time per ``step``.
     """
 
     def __init__(
         self,
         store: RecentEvents,
-        recommender: Recommender,
+        ranker: StreamState,
         limit: int,
         on_counted: Callable[[int], object] = lambda n: None,
         chunk_events: int = CHUNK_EVENTS,
@@ -82,7 +89,7 @@ class StateRestore:
         if limit < 1 or chunk_events < 1:
             raise ValueError("limit and chunk_events must be >= 1")
         self.store = store
-        self.recommender = recommender
+        self.ranker = ranker
         self.limit = limit
         self.on_counted = on_counted
         self.chunk_events = chunk_events
@@ -126,15 +133,13 @@ class StateRestore:
             if job.events is None:
                 if read or (worked and time.monotonic() - start >= self.budget_s):
                     break
-                job.events = self.store.recent_events(
-                    p, self.recommender.next_offset(p), self.limit
-                )
+                job.events = self.store.recent_events(p, self.ranker.next_offset(p), self.limit)
                 worked = read = True
             while job.done < len(job.events):
                 if worked and time.monotonic() - start >= self.budget_s:
                     return []
                 chunk = job.events[job.done : job.done + self.chunk_events]
-                counted = self.recommender.restore(p, chunk)
+                counted = self.ranker.restore(p, chunk)
                 job.done += len(chunk)
                 job.counted += counted
                 self.on_counted(counted)
@@ -157,10 +162,10 @@ class StateRestore:
 def make_state_restore(
     settings: Settings,
     store: RecentEvents,
-    recommender: Recommender | None,
+    ranker: StreamState | None,
     on_counted: Callable[[int], object] = lambda n: None,
 ) -> StateRestore | None:
     """The worker's restore; None with encoder ranking or ``stream_state_restore_events=0``."""
-    if recommender is None or settings.stream_state_restore_events == 0:
+    if ranker is None or settings.stream_state_restore_events == 0:
         return None
-    return StateRestore(store, recommender, settings.stream_state_restore_events, on_counted)
+    return StateRestore(store, ranker, settings.stream_state_restore_events, on_counted)

@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from streamrec.errors import ModelError
-from streamrec.modelfiles import INPUT_HISTORY, INPUT_MASK, OUTPUT_USER
+from streamrec.ranking.modelfiles import INPUT_HISTORY, INPUT_MASK, OUTPUT_USER
 
 
 class Encoder(Protocol):

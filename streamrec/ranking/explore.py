@@ -8,7 +8,7 @@ pool (candidates from *outside* the exploit top-k, already filtered):
 3. exploration slots take items drawn uniformly, without replacement, from the pool.
 
 A pool is any ``ExplorePool``: its size and a uniform draw. ``ListPool`` wraps a ranked list
-(e.g. candidates beyond the top-k); ``streamrec.recsys`` also samples the whole live catalog
+(e.g. candidates beyond the top-k); ``streamrec.ranking.ranker`` also samples the whole live catalog
 through the index without materialising it (rejection sampling keeps the draw uniform).
 
 Because the draws are that simple, the probability the policy had of showing an item in a
@@ -37,7 +37,7 @@ from typing import Protocol
 
 import numpy as np
 
-from streamrec.fusion import Fused
+from streamrec.ranking.fusion import Fused
 
 
 @dataclass(frozen=True, slots=True)

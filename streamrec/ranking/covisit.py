@@ -6,7 +6,7 @@ more than a click (weights per event type, ``DEFAULT_EVENT_WEIGHTS``). A pair of
 is not counted.
 
 With a ``half_life_s``, every pair's contribution halves every half-life of *event time* (the
-events' ``ts``, as in ``streamrec.trending``): old co-occurrences fade, and a count rebuilt
+events' ``ts``, as in ``streamrec.ranking.trending``): old co-occurrences fade, and a count rebuilt
 from the recent part of the stream approximates the count of a long-running worker. Counts are
 stored rescaled to an anchor time, so decaying costs nothing per event (a common factor does not
 change any ranking); ``neighbors`` and ``count`` return the decayed values.
@@ -26,7 +26,7 @@ import heapq
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 
-from streamrec.trending import DEFAULT_EVENT_WEIGHTS
+from streamrec.ranking.trending import DEFAULT_EVENT_WEIGHTS
 
 _REBASE_HALF_LIVES = 256.0  # rescale every count once the factor reaches 2**256
 

@@ -16,12 +16,13 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
-from streamrec.config import Settings
+from streamrec.core.events import CatalogOp
 from streamrec.errors import BadEvent, ItemIndexError
-from streamrec.events import CatalogOp, decode_catalog
-from streamrec.index import ItemIndex
-from streamrec.kafka_io import dead_letter_headers, make_consumer
-from streamrec.metrics import Metrics
+from streamrec.io.clients import make_consumer
+from streamrec.io.codec import dead_letter_headers, decode_catalog
+from streamrec.ops.metrics import Metrics
+from streamrec.ops.settings import Settings
+from streamrec.ranking.index import ItemIndex
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class CatalogFollower:
         index: the index the catalog is applied to.
         metrics: counts updates and dead letters.
         producer: sends the dead letters.
-        on_op: called with each op once the index applied it (the fused recommender's
+        on_op: called with each op once the index applied it (the fused ranker's
             ``observe_catalog``: content features and new-item bookkeeping).
     """
 

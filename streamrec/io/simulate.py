@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamrec.events import CatalogOp, Event
+from streamrec.core.events import CatalogOp, Event
 
 BASE_TS_MS = 1_700_000_000_000
 

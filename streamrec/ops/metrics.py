@@ -15,7 +15,7 @@ scrapes, from sources the worker binds once (each a one-liner):
 - ``bind_new_items(lambda: count)``: new items searchable with an evidence or content vector
   (``streamrec.coldstart.NewItemVectors.searchable``, fused ranking only);
 - ``index_refreshed()``: the index caught up with the catalog (or was rebuilt/swapped);
-- ``observe_recommendations(observations)``: quality signals (see ``streamrec.quality``).
+- ``observe_recommendations(observations)``: quality signals (see ``streamrec.ops.quality``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from streamrec.quality import QualityTracker, RecObservation
+from streamrec.ops.quality import QualityTracker, RecObservation
 
 # The *_created series double the series count and no dashboard of ours uses them.
 disable_created_metrics()
@@ -217,7 +217,7 @@ class Metrics:
         )
         self.stream_state_restored = Counter(
             "streamrec_stream_state_restored_events_total",
-            "Applied events read back from the database into the fused recommender's stream "
+            "Applied events read back from the database into the fused ranker's stream "
             "state (trending, co-visitation) when partitions were claimed.",
             registry=r,
         )

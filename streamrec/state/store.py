@@ -5,7 +5,8 @@ new states, the applied events (their ids dedupe; item, type and time restore th
 ranking's stream state, ``recent_events``), the output messages (outbox) and the next offsets
 of the batch's partitions. The offset write is guarded by the partition's generation, which
 every new owner bumps when it is assigned the partition: a worker that lost the partition fails
-its transaction with ``FencedError`` and writes nothing. The tables are in ``streamrec.schema``.
+its transaction with ``FencedError`` and writes nothing. The tables are in
+``streamrec.state.schema``.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from sqlalchemy import bindparam, create_engine, delete, event, insert, select, 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from streamrec.core.events import EVENT_TYPES, Event
+from streamrec.core.history import UserState
 from streamrec.errors import FencedError, StoreError
-from streamrec.events import EVENT_TYPES, Event
-from streamrec.history import UserState
-from streamrec.schema import applied_events, outbox, partition_offsets, users
+from streamrec.state.schema import applied_events, outbox, partition_offsets, users
 
 _UPDATE_USER = (
     update(users)
@@ -40,7 +41,7 @@ _UPDATE_USER = (
 
 def _migrations_dir() -> Path:
     """The Alembic scripts: the repository's migrations/, or the copy an install ships."""
-    source = Path(__file__).resolve().parent.parent / "migrations"
+    source = Path(__file__).resolve().parents[2] / "migrations"
     if (source / "env.py").is_file():
         return source
     return Path(sys.prefix) / "share" / "streamrec" / "migrations"

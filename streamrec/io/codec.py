@@ -1,4 +1,4 @@
-"""Topic contracts: event dataclasses, decoding with validation, encoding (pure).
+"""Topic contracts: decoding with validation, encoding, dead-letter headers (pure).
 
 Input ``streamrec.events`` (key = user_id)::
 
@@ -21,72 +21,23 @@ Decoding never logs or echoes the payload: a ``BadEvent`` carries a bounded reas
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
+from streamrec.core.events import (
+    CATALOG_OPS,
+    EVENT_TYPES,
+    CatalogOp,
+    Event,
+    Recommendation,
+)
 from streamrec.errors import BadEvent
 
-EVENT_TYPES = ("click", "purchase")
-CATALOG_OPS = ("upsert", "delete")
 DEFAULT_MAX_BYTES = 65536
 DEFAULT_MAX_ID_LEN = 256
 MAX_TS_MS = 2**53  # exact in JSON doubles, and far beyond any real clock
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """A user interaction."""
-
-    event_id: str
-    user_id: str
-    item_id: str
-    type: Literal["click", "purchase"]
-    ts: int
-
-
-@dataclass(frozen=True, slots=True)
-class CatalogOp:
-    """A catalog change: add, update or remove an item."""
-
-    item_id: str
-    op: Literal["upsert", "delete"]
-    available: bool
-    ts: int
-    vector: tuple[float, ...] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RecItem:
-    """One recommended item.
-
-    Attributes:
-        item_id: the item.
-        score: the ranking score (higher is better; comparable within one list only).
-        propensity: probability the policy had of showing this item in this slot (1.0 when
-            the slot was not subject to exploration).
-        explored: True when the slot was filled by the exploration policy.
-    """
-
-    item_id: str
-    score: float
-    propensity: float = 1.0
-    explored: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Recommendation:
-    """The answer to one event."""
-
-    rec_id: str
-    user_id: str
-    event_id: str
-    items: tuple[RecItem, ...]
-    model_version: str
-    generated_at: int
 
 
 def _load_object(raw: bytes, max_bytes: int) -> dict[str, Any]:
@@ -231,11 +182,6 @@ def decode_catalog(
     return result
 
 
-def rec_id_for(event_id: str) -> str:
-    """Stable recommendation id derived from the event: replays produce the same id."""
-    return "rec-" + hashlib.sha256(event_id.encode("utf-8")).hexdigest()[:24]
-
-
 def encode_event(event: Event) -> bytes:
     """Serialize an input event (used by the simulator and tests)."""
     return json.dumps(
@@ -284,3 +230,23 @@ def encode_recommendation(rec: Recommendation) -> bytes:
         },
         separators=(",", ":"),
     ).encode("utf-8")
+
+
+HEADER_ERROR = "x-streamrec-error"
+HEADER_DETAIL = "x-streamrec-error-detail"
+HEADER_TOPIC = "x-source-topic"
+HEADER_PARTITION = "x-source-partition"
+HEADER_OFFSET = "x-source-offset"
+
+
+def dead_letter_headers(
+    reason: str, detail: str, topic: str, partition: int, offset: int
+) -> tuple[tuple[str, bytes], ...]:
+    """Headers of a dead-letter record: why it failed and where it came from."""
+    return (
+        (HEADER_ERROR, reason.encode()),
+        (HEADER_DETAIL, detail[:200].encode()),
+        (HEADER_TOPIC, topic.encode()),
+        (HEADER_PARTITION, str(partition).encode()),
+        (HEADER_OFFSET, str(offset).encode()),
+    )

@@ -12,9 +12,9 @@ A crash anywhere before 4 loses nothing (the batch is re-read from the stored of
 between 4 and 5 re-publishes from the outbox on restart (same ``rec_id``: at-least-once output,
 exactly-once state). Signals only set the stop flag: the loop finishes its batch and exits.
 
-Claimed partitions stay paused until the fused recommender's stream state (trending,
+Claimed partitions stay paused until the fused ranker's stream state (trending,
 co-visitation) has been restored from their latest applied events in the database, a slice per
-loop iteration (``streamrec.restore``); the recommender counts each partition offset once, so a
+loop iteration (``streamrec.state.restore``); the ranker counts each partition offset once, so a
 batch re-read after a failed commit is not counted twice.
 """
 
@@ -31,19 +31,19 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from streamrec.catalog import CatalogFollower
-from streamrec.config import Settings
-from streamrec.encoder import Encoder, OnnxEncoder
 from streamrec.errors import FencedError, StoreError
-from streamrec.httpserver import OpsServer
-from streamrec.index import ItemIndex
-from streamrec.kafka_io import broker_connected, make_consumer, make_producer
-from streamrec.metrics import Metrics
-from streamrec.modelfiles import ModelFiles, read_model_dir
-from streamrec.pipeline import Pipeline, Record
-from streamrec.recsys import Recommender, RecsysConfig
-from streamrec.restore import make_state_restore
-from streamrec.state import BatchWrite, OutboxMessage, Store
+from streamrec.io.clients import broker_connected, make_consumer, make_producer
+from streamrec.ops.http import OpsServer
+from streamrec.ops.metrics import Metrics
+from streamrec.ops.settings import Settings
+from streamrec.ranking.encoder import Encoder, OnnxEncoder
+from streamrec.ranking.index import ItemIndex
+from streamrec.ranking.modelfiles import ModelFiles, read_model_dir
+from streamrec.ranking.ranker import Ranker, RankingConfig
+from streamrec.state.restore import make_state_restore
+from streamrec.state.store import BatchWrite, OutboxMessage, Store
+from streamrec.worker.catalog import CatalogFollower
+from streamrec.worker.step import Pipeline, Record
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 5.0
@@ -90,12 +90,12 @@ def load_serving_model(settings: Settings, int8: bool = False) -> ServingModel:
     return ServingModel(files=files, encoder=encoder, index=index)
 
 
-def make_recommender(settings: Settings, model: ServingModel) -> Recommender | None:
-    """The fused recommender of the settings (None: encoder neighbours only)."""
+def make_ranker(settings: Settings, model: ServingModel) -> Ranker | None:
+    """The fused ranker of the settings (None: encoder neighbours only)."""
     if settings.ranking == "encoder":
         return None
-    config = RecsysConfig.from_settings(settings)
-    return Recommender(model.encoder, model.index, config, trained=model.files.item_ids)
+    config = RankingConfig.from_settings(settings)
+    return Ranker(model.encoder, model.index, config, trained=model.files.item_ids)
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -144,16 +144,16 @@ class Worker:
             clock,
             max_future_ms=settings.max_event_future_ms,
             max_age_ms=settings.max_event_age_ms or None,
-            recommender=make_recommender(settings, self.model),
+            ranker=make_ranker(settings, self.model),
             trained=self.model.files.item_ids,
         )
         self.metrics.bind_index(lambda: self.model.index)
-        recommender = self.pipeline.recommender
-        if recommender is not None:
-            self.metrics.bind_new_items(lambda: recommender.new_items.searchable)
+        ranker = self.pipeline.ranker
+        if ranker is not None:
+            self.metrics.bind_new_items(lambda: ranker.new_items.searchable)
         self.store = Store(settings.db_url, settings.group_id)
         self.state_restore = make_state_restore(
-            settings, self.store, self.pipeline.recommender, self.metrics.stream_state_restored.inc
+            settings, self.store, self.pipeline.ranker, self.metrics.stream_state_restored.inc
         )
         self.generations: dict[int, int] = {}
         self._unclaimed: set[TopicPartition] = set()
@@ -208,7 +208,7 @@ class Worker:
 
     def _open_clients(self) -> None:
         self.producer = make_producer(self.settings)
-        rec = self.pipeline.recommender
+        rec = self.pipeline.ranker
         self.catalog = CatalogFollower(
             self.settings,
             self.model.index,

@@ -1,0 +1,27 @@
+"""An in-memory state reader: the store reads a batch step needs, from dicts.
+
+Replay (``streamrec.evaluation.replay``) and tests run the worker's batch step against it
+instead of a database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from streamrec.core.history import UserState
+
+
+class MemoryStateReader:
+    """Store reads from dicts (users and applied event ids)."""
+
+    def __init__(self) -> None:
+        self.users: dict[str, UserState] = {}
+        self.applied_ids: set[str] = set()
+
+    def applied(self, event_ids: Sequence[str]) -> set[str]:
+        """Applied ids among these."""
+        return {e for e in event_ids if e in self.applied_ids}
+
+    def load_users(self, user_ids: Sequence[str]) -> dict[str, UserState]:
+        """Known users among these."""
+        return {u: self.users[u] for u in user_ids if u in self.users}
