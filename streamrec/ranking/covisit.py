@@ -8,8 +8,9 @@ is not counted.
 With a ``half_life_s``, every pair's contribution halves every half-life of *event time* (the
 events' ``ts``, as in ``streamrec.ranking.trending``): old co-occurrences fade, and a count rebuilt
 from the recent part of the stream approximates the count of a long-running worker. Counts are
-stored rescaled to an anchor time, so decaying costs nothing per event (a common factor does not
-change any ranking); ``neighbors`` and ``count`` return the decayed values.
+stored rescaled to an anchor time (:class:`~streamrec.ranking.decay.DecayClock`), so decaying
+costs nothing per event (a common factor does not change any ranking); ``neighbors`` and
+``count`` return the decayed values.
 
 Memory stays bounded per item: when an item has more than ``2 * max_neighbors`` neighbours the
 weakest are dropped down to ``max_neighbors`` (a standard approximation: rare pairs are the
@@ -26,9 +27,8 @@ import heapq
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 
+from streamrec.ranking.decay import DecayClock
 from streamrec.ranking.trending import DEFAULT_EVENT_WEIGHTS
-
-_REBASE_HALF_LIVES = 256.0  # rescale every count once the factor reaches 2**256
 
 
 class CoVisitation:
@@ -56,8 +56,7 @@ class CoVisitation:
         if half_life_s is not None and half_life_s <= 0:
             raise ValueError(f"half_life_s must be > 0 or None, got {half_life_s}")
         self.half_life_ms = None if half_life_s is None else half_life_s * 1000.0
-        self._anchor_ms: float | None = None
-        self._now_ms = 0.0
+        self._clock = DecayClock(self.half_life_ms, self._rescale)
         self.window = window
         self.event_weights = dict(event_weights)
         self.max_neighbors = max_neighbors
@@ -74,7 +73,7 @@ class CoVisitation:
             the items it was paired with (oldest first).
         """
         weight = self.event_weights.get(event_type, 1.0)
-        boost = self._boost(ts_ms)
+        boost = 1.0 if ts_ms is None else self._clock.boost(ts_ms)
         recent = self._recent.get(user_id)
         if recent is None:
             recent = deque(maxlen=self.window)
@@ -97,37 +96,18 @@ class CoVisitation:
     def neighbors(self, item_id: str) -> Mapping[str, float]:
         """Co-visitation weights (decayed to the latest event time) of ``item_id``."""
         row = self._counts.get(item_id, {})
-        factor = self._factor()
+        factor = self._clock.factor()
         return row if factor == 1.0 else {other: w * factor for other, w in row.items()}
 
     def count(self, a: str, b: str) -> float:
         """The co-visitation weight of the pair (symmetric, decayed)."""
-        return self._counts.get(a, {}).get(b, 0.0) * self._factor()
+        return self._counts.get(a, {}).get(b, 0.0) * self._clock.factor()
 
-    def _boost(self, ts_ms: int | None) -> float:
-        """Scale of a contribution at ``ts_ms`` relative to the anchor (1 without decay)."""
-        if self.half_life_ms is None or ts_ms is None:
-            return 1.0
-        if self._anchor_ms is None:
-            self._anchor_ms = float(ts_ms)
-        self._now_ms = max(self._now_ms, float(ts_ms))
-        if (ts_ms - self._anchor_ms) / self.half_life_ms > _REBASE_HALF_LIVES:
-            self._rebase(float(ts_ms))
-        return float(2.0 ** ((ts_ms - self._anchor_ms) / self.half_life_ms))
-
-    def _factor(self) -> float:
-        """Stored counts times this factor are the counts decayed to the latest event."""
-        if self.half_life_ms is None or self._anchor_ms is None:
-            return 1.0
-        return float(2.0 ** (-(self._now_ms - self._anchor_ms) / self.half_life_ms))
-
-    def _rebase(self, new_anchor_ms: float) -> None:
-        assert self._anchor_ms is not None and self.half_life_ms is not None
-        scale = 2.0 ** (-(new_anchor_ms - self._anchor_ms) / self.half_life_ms)
+    def _rescale(self, scale: float) -> None:
+        """Multiply every stored count by ``scale`` (the decay clock's anchor moved)."""
         for row in self._counts.values():
             for other in row:
                 row[other] *= scale
-        self._anchor_ms = new_anchor_ms
 
     def candidates(
         self,

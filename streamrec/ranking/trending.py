@@ -6,20 +6,21 @@ seconds of *event time*::
     score(item, t) = sum over events e of item:  weight(e.type) * 2 ** (-(t - e.ts) / half_life)
 
 The clock is the events' own ``ts`` (no wall clock: replays give the same list). Scores are kept
-in a rescaled form relative to an anchor time, so ``observe`` is O(1) and ranking does not need
-to touch every score when time moves: a common factor does not change the order. The anchor moves
-forward (rescaling everything once) when the factor would overflow.
+in a rescaled form relative to an anchor time (:class:`~streamrec.ranking.decay.DecayClock`), so
+``observe`` is O(1) and ranking does not need to touch every score when time moves: a common
+factor does not change the order. The anchor moves forward (rescaling everything once) when the
+factor would overflow.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
+from streamrec.ranking.decay import DecayClock
+
 DEFAULT_EVENT_WEIGHTS: Mapping[str, float] = {"click": 1.0, "purchase": 3.0}
-_REBASE_HALF_LIVES = 256.0  # 2**256 is far from float overflow (2**1024)
 _HEAD = 1024  # rows ranked at a time (see Trending._ranking)
 
 
@@ -37,9 +38,8 @@ class Trending:
         if half_life_s <= 0:
             raise ValueError(f"half_life_s must be > 0, got {half_life_s}")
         self.half_life_ms = half_life_s * 1000.0
+        self._clock = DecayClock(self.half_life_ms, self._rescale)
         self.event_weights = dict(event_weights)
-        self._anchor_ms: float | None = None
-        self._now_ms = 0.0
         self._ids: list[str] = []
         self._row: dict[str, int] = {}
         self._raw = np.zeros(64, dtype=np.float64)
@@ -52,30 +52,25 @@ class Trending:
 
     def add(self, item_id: str, weight: float, ts_ms: float) -> None:
         """Add ``weight`` to ``item_id`` at event time ``ts_ms``."""
-        if self._anchor_ms is None:
-            self._anchor_ms = float(ts_ms)
-        self._now_ms = max(self._now_ms, float(ts_ms))
-        if (ts_ms - self._anchor_ms) / self.half_life_ms > _REBASE_HALF_LIVES:
-            self._rebase(float(ts_ms))
+        boost = self._clock.boost(ts_ms)
         row = self._row.get(item_id)
         if row is None:
             row = self._new_row(item_id)
-        self._raw[row] += weight * 2.0 ** ((ts_ms - self._anchor_ms) / self.half_life_ms)
+        self._raw[row] += weight * boost
         self._order = None
 
     def score(self, item_id: str, now_ms: float | None = None) -> float:
         """The decayed score of one item at ``now_ms`` (default: the latest event time seen)."""
         row = self._row.get(item_id)
-        if row is None or self._anchor_ms is None:
+        if row is None or self._clock.anchor_ms is None:
             return 0.0
-        now = self._now_ms if now_ms is None else now_ms
-        return float(self._raw[row] * 2.0 ** (-(now - self._anchor_ms) / self.half_life_ms))
+        return float(self._raw[row] * self._clock.factor(now_ms))
 
     def ranked(self) -> Iterator[tuple[str, float]]:
         """Every item with a positive score, best first (ties by item id), scores at 'now'."""
-        if self._anchor_ms is None:
+        if self._clock.anchor_ms is None:
             return
-        factor = 2.0 ** (-(self._now_ms - self._anchor_ms) / self.half_life_ms)
+        factor = self._clock.factor()
         done = 0
         while True:
             order = self._ranking(done)
@@ -142,8 +137,6 @@ class Trending:
             self._raw = np.concatenate([self._raw, np.zeros(len(self._raw), np.float64)])
         return row
 
-    def _rebase(self, new_anchor_ms: float) -> None:
-        assert self._anchor_ms is not None
-        shift = (new_anchor_ms - self._anchor_ms) / self.half_life_ms
-        self._raw *= math.pow(2.0, -shift)
-        self._anchor_ms = new_anchor_ms
+    def _rescale(self, scale: float) -> None:
+        """Multiply every stored score by ``scale`` (the decay clock's anchor moved)."""
+        self._raw *= scale
