@@ -7,7 +7,8 @@
   ``C[h, b]`` over the last ``window`` history items ``h``, plus popularity scaled far below one
   co-occurrence as a tie-break (so users without co-occurrences get the popular ranking).
 
-Both return scorers in the shape :mod:`streamrec.training.evaluate` expects.
+Both return scorers (:data:`streamrec.training.metrics.Scorer`), the shape
+:mod:`streamrec.training.evaluate` expects.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from streamrec.training.evaluate import Scorer
+from streamrec.training.metrics import Scorer
 
 DEFAULT_WINDOW = 3
 

@@ -13,22 +13,29 @@ Protocol (the SASRec paper's, made explicit):
   user's other history items.
 * Ties are resolved by expected rank under a random tie-break (:mod:`.metrics`).
 
-A scorer maps a batch of histories to scores over the whole catalogue, float [B, num_items],
-columns in catalogue order (:func:`streamrec.training.data.item_catalog`).
+A scorer (:data:`streamrec.training.metrics.Scorer`, also importable from here) maps a batch of
+histories to scores over the whole catalogue, float [B, num_items], columns in catalogue order
+(:func:`streamrec.training.data.item_catalog`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from streamrec.training.data import holdout_cases, item_catalog
-from streamrec.training.metrics import DEFAULT_KS, rank_metrics
+from streamrec.training.baselines import cooc_scorer, popularity_scorer
+from streamrec.training.data import (
+    holdout_cases,
+    item_catalog,
+    leave_one_out,
+    read_sequences,
+    training_sequences,
+)
+from streamrec.training.metrics import DEFAULT_KS, Scorer, rank_metrics
 
-Scorer = Callable[[Sequence[Sequence[str]]], np.ndarray]
 TIES_RULE = "expected rank under random tie-break"
 
 
@@ -197,13 +204,6 @@ def evaluate_file(
         ModelError: the model directory is missing or broken.
         ValueError: unknown split or baseline.
     """
-    from streamrec.training.baselines import cooc_scorer, popularity_scorer
-    from streamrec.training.data import (
-        leave_one_out,
-        read_sequences,
-        training_sequences,
-    )
-
     sequences = read_sequences(data)
     leave_one_out(sequences, split)  # validates the split name
     cases = build_cases(sequences, 2 if split == "valid" else 1, negatives, seed)

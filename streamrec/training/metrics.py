@@ -5,13 +5,21 @@ scoring strictly higher and ``e`` other candidates scoring exactly the same sits
 0-based rank ``g, g+1, ..., g+e`` with probability ``1/(e+1)``, and every metric is the
 expectation over those ranks. This neither rewards a constant scorer (which a "count only
 strictly greater" rule would: every target would be rank 0) nor punishes it beyond chance.
+
+``Scorer`` is the shape of what gets measured: a scorer maps a batch of histories to scores over
+the whole catalogue, float [B, num_items], columns in catalogue order
+(:func:`streamrec.training.data.item_catalog`). It lives here, not in ``evaluate``, so that
+``baselines`` need not import ``evaluate`` (which imports ``baselines``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 
 DEFAULT_KS = (10, 20)
+Scorer = Callable[[Sequence[Sequence[str]]], np.ndarray]
 
 
 def target_rank_counts(scores: np.ndarray, target: int) -> tuple[int, int]:
