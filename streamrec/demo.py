@@ -19,14 +19,18 @@ from streamrec.io.simulate import SimConfig, Simulator
 from streamrec.io.traffic import produce_catalog, produce_events, write_events
 from streamrec.ops.settings import load_settings
 from streamrec.ranking.modelfiles import META_FILE
-from streamrec.worker.loop import Worker
+from streamrec.worker import Worker
 
 TRAIN_EVENTS = 20000
 
 
 @dataclass(frozen=True)
 class DemoOptions:
-    """Demo knobs (see ``streamrec demo --help``)."""
+    """Demo knobs (see ``streamrec demo --help``).
+
+    ``duration`` is seconds of traffic, counted once the model is ready and the broker is up
+    (0: until ``stop`` is set).
+    """
 
     workdir: Path
     port: int
@@ -34,6 +38,7 @@ class DemoOptions:
     rate: float
     epochs: int | None
     show: int
+    duration: float = 0.0
 
 
 def _ensure_model(workdir: Path, epochs: int | None) -> Path:
@@ -79,10 +84,23 @@ def _print_recommendations(bootstrap: str, topic: str, show: int, stop: threadin
     consumer.close()
 
 
+def wait_for_end(stop: threading.Event, duration: float) -> None:
+    """Block until ``stop`` is set or ``duration`` seconds (0 or less: no limit) have passed.
+
+    The clock starts at the call, not at process start. ``stop`` is set on return, so every
+    thread watching it ends too.
+    """
+    stop.wait(duration if duration > 0 else None)
+    stop.set()
+
+
 def run_demo(opts: DemoOptions, stop: threading.Event) -> None:
-    """Run the demo until ``stop`` is set."""
+    """Run the demo until ``stop`` is set or ``opts.duration`` seconds of traffic have passed."""
     opts.workdir.mkdir(parents=True, exist_ok=True)
     model_dir = _ensure_model(opts.workdir, opts.epochs)
+    if stop.is_set():
+        click.echo("stopped before the traffic started")
+        return
     db = opts.workdir / "streamrec.db"
     for leftover in (db, db.with_suffix(".db-wal"), db.with_suffix(".db-shm")):
         leftover.unlink(missing_ok=True)  # the broker is memory-only: old offsets mean nothing
@@ -121,10 +139,9 @@ def run_demo(opts: DemoOptions, stop: threading.Event) -> None:
         ]
         for t in threads:
             t.start()
-        click.echo(
-            f"simulating {opts.rate:g} events/s; recommendations as they arrive (Ctrl-C stops):"
-        )
-        stop.wait()
+        until = f"for {opts.duration:g}s" if opts.duration > 0 else "until Ctrl-C"
+        click.echo(f"simulating {opts.rate:g} events/s {until}; recommendations as they arrive:")
+        wait_for_end(stop, opts.duration)  # the duration counts from here, once traffic flows
         click.echo("stopping ...")
         worker_stop.set()
         for t in threads:
