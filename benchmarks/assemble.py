@@ -65,4 +65,7 @@ def assemble(root: Path = HERE.parent) -> Path:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__.split("\n")[0]).parse_args()
     print(assemble())

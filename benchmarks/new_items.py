@@ -25,11 +25,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import multiprocessing as mp
-import shlex
-import sys
 import tempfile
 import threading
 import time
@@ -38,22 +35,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from assemble import assemble
+from harness import (
+    HERE,
+    PARTITIONS,
+    assigned_consumer,
+    broker_settings,
+    check_model_dir,
+    machine,
+    pct,
+    publish,
+    run_lines,
+    say,
+    table_head,
+    train_simulated,
+    wait_claimed,
+)
 from kafka import KafkaProducer
-from throughput import assigned_consumer, machine, pct, say
 
 from streamrec.core.events import Event
-from streamrec.io.broker import EmbeddedBroker
-from streamrec.io.clients import ensure_topics
 from streamrec.io.codec import encode_event
 from streamrec.io.simulate import SimConfig, Simulator
-from streamrec.io.traffic import produce_events, write_events
-from streamrec.ops.settings import Settings, load_settings
-from streamrec.ranking.modelfiles import META_FILE, read_model_dir
+from streamrec.io.traffic import produce_events
+from streamrec.ops.settings import Settings
+from streamrec.ranking.modelfiles import read_model_dir
 from streamrec.worker.loop import Worker
 
-HERE = Path(__file__).resolve().parent
-PARTITIONS = 4
 NEW_PREFIX = "new-item-"
 GOAL_S = 1.0
 
@@ -113,16 +119,12 @@ class Reader:
 
 def train_model(tmp: Path) -> tuple[Path, str]:
     """A small SASRec model on simulated traffic (the shop the background traffic comes from)."""
-    from streamrec.training.train import TrainConfig, train_file
+    from streamrec.training.train import TrainConfig
 
-    data = tmp / "train.jsonl"
-    write_events(data, Simulator(SimConfig(seed=0)).events(10_000))
-    say("training a small model on 10,000 simulated events (10 epochs, dim 32, max_len 50) ...")
-    start = time.monotonic()
+    note = "training a small model on 10,000 simulated events (10 epochs, dim 32, max_len 50) ..."
     config = TrainConfig(epochs=10, max_len=50, dim=32, progress=False, threads=1)
-    train_file(data, tmp / "model", config)
-    seconds = time.monotonic() - start
-    return tmp / "model", f"trained here: 10,000 simulated events, 10 epochs, {seconds:.0f} s"
+    model_dir, _, seconds = train_simulated(tmp, 10_000, config, note)
+    return model_dir, f"trained here: 10,000 simulated events, 10 epochs, {seconds:.0f} s"
 
 
 def quiet_pairs(traffic: list[Event], trained: list[str], n: int) -> list[tuple[str, str]]:
@@ -188,9 +190,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     model_dir, model_note = (
         (Path(args.model), "given with --model") if args.model else train_model(tmp)
     )
-    if not (model_dir / META_FILE).is_file():
-        raise SystemExit(f"--model {model_dir}: no {META_FILE} there")
-    files = read_model_dir(model_dir)
+    files = read_model_dir(check_model_dir(model_dir))
     traffic = list(Simulator(SimConfig(seed=11)).events(int(args.rate * 600)))
     pairs = quiet_pairs(traffic, list(files.item_ids), args.new_items)
     probes = [Probe(f"{NEW_PREFIX}{j}", pairs[j]) for j in range(args.new_items)]
@@ -200,22 +200,12 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         f"{model_note})",
         "machine": machine(),
     }
-    with EmbeddedBroker(log_path=tmp / "broker.log") as broker:
-        settings = load_settings(
-            bootstrap_servers=broker.bootstrap,
-            model_dir=model_dir,
-            db_url=f"sqlite:///{tmp / 'state.db'}",
-            metrics_port=0,
-        )
-        ensure_topics(settings, partitions=PARTITIONS)
+    with broker_settings(tmp, model_dir, f"sqlite:///{tmp / 'state.db'}") as (_, settings):
         worker = Worker(settings)
         stop = threading.Event()
         thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
         thread.start()
-        deadline = time.monotonic() + 60
-        while not worker.generations and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not worker.generations:
+        if not wait_claimed(worker, 60):
             raise SystemExit("the worker did not claim its partitions within 60 s")
         reader = Reader(settings.bootstrap_servers, settings.recs_topic)
         reader.start()
@@ -263,8 +253,8 @@ def summary(values: list[float]) -> str:
     return f"{pct(values, 50):.0f} | {pct(values, 95):.0f} | {max(values):.0f}"
 
 
-def write_markdown(report: dict[str, Any], args: argparse.Namespace, path: Path) -> None:
-    """The section of BENCHMARKS.md."""
+def write_markdown(report: dict[str, Any], args: argparse.Namespace, path: Path) -> Path:
+    """The section of BENCHMARKS.md; re-assembles it and returns its path."""
     probes: list[Probe] = report["probes"]
     settings: Settings = report["settings"]
     seen = [p for p in probes if p.seen == p.seen]
@@ -272,18 +262,13 @@ def write_markdown(report: dict[str, Any], args: argparse.Namespace, path: Path)
     recommendable = [p.ms(p.seen) for p in seen]
     by_ts = [float(p.seen_ts_ms - p.evidence_ts_ms) for p in seen]
     within = sum(1 for v in recommendable if v <= GOAL_S * 1000)
-    m = report["machine"]
     metrics = report["metrics"]
     new_slots = {k: v for k, v in metrics.items() if k.endswith("item=new}") and v}
     vectors = metrics.get("streamrec_new_item_vectors_total", 0)
     lines = [
         "# New items: evidence to recommendable (`benchmarks/new_items.py`)",
         "",
-        f"- command: `{' '.join(shlex.quote(a) for a in ['python', *sys.argv])}`",
-        f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
-        f"- machine: {m['nproc']} CPUs ({m['cpu']}), Python {m['python']}, load average at "
-        f"start {m['load']} (the machine is shared)",
-        f"- libraries: {m['versions']}",
+        *run_lines(report["machine"], "python"),
         f"- model: {report['model']}",
         f"- worker: one `Worker` thread, product defaults (ranking `{settings.ranking}`, top_k "
         f"{settings.top_k}, explore_rate {settings.explore_rate}, poll_timeout_ms "
@@ -300,8 +285,7 @@ def write_markdown(report: dict[str, Any], args: argparse.Namespace, path: Path)
         f"**{len(seen)} of {len(probes)} new items became recommendable** (shown in a published "
         f"list within {args.timeout_s:.0f} s); **{within} of {len(probes)} within the 1 s goal**.",
         "",
-        "| evidence produced → | n | p50 ms | p95 ms | max ms |",
-        "|---|---:|---:|---:|---:|",
+        *table_head(["evidence produced →", "n", "p50 ms", "p95 ms", "max ms"], "lrrrr"),
         f"| searchable in the worker's index (polled in-process) | {len(searchable)} | "
         f"{summary(searchable)} |",
         f"| **first published list containing it, read by a consumer** | {len(recommendable)} | "
@@ -332,7 +316,7 @@ def write_markdown(report: dict[str, Any], args: argparse.Namespace, path: Path)
         'depends on the ranking: that is what `streamrec_recommended_slots_total{item="new"}` '
         "shows in production and `streamrec replay` measures offline (BENCHMARKS.md, replay).",
     ]
-    path.write_text("\n".join(lines) + "\n")
+    return publish(path, "\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -348,9 +332,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="streamrec-new-items-") as tmp:
         report = run(args, Path(tmp))
-    write_markdown(report, args, Path(args.out))
+    assembled = write_markdown(report, args, Path(args.out))
     print(Path(args.out).read_text())
-    print(assemble())
+    print(assembled)
 
 
 if __name__ == "__main__":

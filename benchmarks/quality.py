@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import click
+from harness import HERE, ML100K, cpu_model, md_row, publish, table_head
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parent.parent / "shared" / "datasets" / "ml-100k" / "u.data"
 SCORERS = ("model", "popular", "cooc")
 # Hand-run tuning on the validation split (seed 0, 1 thread, ``train(..., holdout=2)``); the
 # test split was not looked at. Kept here so the report says how the defaults were chosen.
@@ -40,16 +39,6 @@ TUNING = [
     "same, dropout 0.3, wd 0.5: best 0.493 at epoch 34 (HR@10 0.782) -> **defaults** (as good "
     "as wd 0.1 and stops earlier)",
 ]
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _run_seed(data: Path, seed: int, threads: int, work: Path) -> dict[str, Any]:
@@ -134,34 +123,36 @@ def _report(rows: list[dict[str, Any]], data: Path, threads: int) -> str:
         f"(NDCG@10 {mean_model['ndcg@10']:.4f}, HR@10 {mean_model['hr@10']:.4f}, longest "
         f"training {longest / 60:.1f} min). Reference: pmixer/SASRec.pytorch HR@10 0.709, "
         "NDCG@10 0.419 on this protocol.",
-        "",
-        "### Test split, 100 sampled negatives (mean ± std over seeds)",
-        "",
-        "| scorer | HR@10 | NDCG@10 | HR@20 | NDCG@20 | MRR |",
-        "|---|---|---|---|---|---|",
     ]
-    for scorer in SCORERS:
-        key = f"{scorer}/100"
-        cells = [_mean(rows, key, m) for m in ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr")]
-        lines.append(f"| {scorer} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "### Test split, full ranking (mean ± std over seeds)",
-        "",
-        "| scorer | HR@10 | NDCG@10 | HR@20 | NDCG@20 | MRR |",
-        "|---|---|---|---|---|---|",
-    ]
-    for scorer in SCORERS:
-        key = f"{scorer}/all"
-        cells = [_mean(rows, key, m) for m in ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr")]
-        lines.append(f"| {scorer} | " + " | ".join(cells) + " |")
+    for negatives, title in (("100", "100 sampled negatives"), ("all", "full ranking")):
+        lines += [
+            "",
+            f"### Test split, {title} (mean ± std over seeds)",
+            "",
+            *table_head(["scorer", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "MRR"]),
+        ]
+        for scorer in SCORERS:
+            key = f"{scorer}/{negatives}"
+            cells = [_mean(rows, key, m) for m in ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr")]
+            lines.append(md_row([scorer, *cells]))
     lines += [
         "",
         "### Per seed (model)",
         "",
-        "| seed | test HR@10 | test NDCG@10 | full HR@10 | full NDCG@10 | valid NDCG@10 "
-        "| best epoch | epochs run | training s | train+export s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        *table_head(
+            [
+                "seed",
+                "test HR@10",
+                "test NDCG@10",
+                "full HR@10",
+                "full NDCG@10",
+                "valid NDCG@10",
+                "best epoch",
+                "epochs run",
+                "training s",
+                "train+export s",
+            ]
+        ),
     ]
     for r in rows:
         lines.append(
@@ -171,6 +162,7 @@ def _report(rows: list[dict[str, Any]], data: Path, threads: int) -> str:
             f"| {r['epochs_run']} | {r['train_seconds']:.0f} | {r['wall_seconds']:.0f} |"
         )
     config = TrainConfig(holdout=2, threads=threads)
+    cpu = cpu_model(platform.processor() or "unknown")
     lines += [
         "",
         "![validation NDCG@10 per epoch](quality_valid_ndcg.png)",
@@ -200,7 +192,7 @@ def _report(rows: list[dict[str, Any]], data: Path, threads: int) -> str:
         f"{config.lr}, weight decay {config.weight_decay}, batch {config.batch_size} users, "
         f"full-softmax cross-entropy, at most 100 epochs, patience {config.patience}.",
         "",
-        f"Machine: {os.cpu_count()} CPUs (nproc), {_cpu_model()}, torch {torch.__version__} "
+        f"Machine: {os.cpu_count()} CPUs (nproc), {cpu}, torch {torch.__version__} "
         f"({threads} threads), onnxruntime {onnxruntime.__version__}, Python "
         f"{platform.python_version()}. Other processes shared the CPUs, so times are upper "
         "bounds.",
@@ -210,7 +202,7 @@ def _report(rows: list[dict[str, Any]], data: Path, threads: int) -> str:
 
 
 @click.command()
-@click.argument("data", default=str(DEFAULT_DATA), type=click.Path(exists=True, dir_okay=False))
+@click.argument("data", default=str(ML100K), type=click.Path(exists=True, dir_okay=False))
 @click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds.")
 @click.option("--threads", default=1, show_default=True, type=int)
 @click.option("--out", default=str(HERE / "QUALITY.md"), show_default=True)
@@ -236,10 +228,7 @@ def main(data: str, seeds: str, threads: int, out: str, rows_file: str | None) -
                 rows.append(_run_seed(path, seed, threads, Path(work)))
         click.echo(json.dumps(rows))
     _plot(rows, HERE / "quality_valid_ndcg.png")
-    Path(out).write_text(_report(rows, path, threads))
-    from assemble import assemble
-
-    assemble()
+    publish(Path(out), _report(rows, path, threads))
     click.echo(f"wrote {out}", err=True)
 
 

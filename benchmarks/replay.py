@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import click
+from harness import HERE, data_option, epochs_option, publish, table_head, train_warmup_model
 
 from streamrec.evaluation.cli import (
     COVISIT_ONLY,
@@ -31,7 +32,6 @@ from streamrec.evaluation.cli import (
     markdown_table,
 )
 
-HERE = Path(__file__).resolve().parent
 SEGMENTS = ["overall", "history=0", "history=1-4", "history=5-19", "history=20+", "item=seen"]
 SEGMENTS.append("item=new")
 
@@ -122,6 +122,7 @@ def reading_notes(rows: dict, tuning: dict | None) -> list[str]:
 
 
 def write_markdown(report: dict, path: Path) -> None:
+    """REPLAY.md from the report; re-assembles BENCHMARKS.md."""
     rows = report["rows"]
     lines = [
         "# Streaming replay (ML-100k)",
@@ -149,8 +150,7 @@ def write_markdown(report: dict, path: Path) -> None:
         "",
         "## Bars of issue 7",
         "",
-        "| bar | value | bound | result |",
-        "|---|---|---|---|",
+        *table_head(["bar", "value", "bound", "result"]),
     ]
     for check in report["bars"]:
         verdict = "pass" if check["pass"] else "**FAIL**"
@@ -164,18 +164,17 @@ def write_markdown(report: dict, path: Path) -> None:
     lines += ["", "New items recommended (distinct) per row: "]
     lines[-1] += ", ".join(f"{n} {r['new_items_recommended']}" for n, r in rows.items())
     lines += ["", "## Reading the numbers", "", *reading_notes(rows, report.get("tuning"))]
-    path.write_text("\n".join(lines) + "\n")
+    publish(path, "\n".join(lines) + "\n")
 
 
 @click.command()
-@click.option("--data", default="../shared/datasets/ml-100k/u.data", show_default=True)
+@data_option
 @click.option("--model", default="/tmp/replay-ml100k/model", show_default=True)
 @click.option("--fraction", default=0.8, show_default=True)
 @click.option("--batch-size", default=64, show_default=True)
-@click.option("--epochs", default=40, show_default=True)
+@epochs_option
 def main(data: str, model: str, fraction: float, batch_size: int, epochs: int) -> None:
     """Run every ablation row and write REPLAY.md, replay.json and the plot."""
-    from streamrec.evaluation.cli import _train_on_warmup
     from streamrec.evaluation.replay import ReplayData, check_no_leakage, load_log, replay_config
     from streamrec.ops.settings import load_settings
     from streamrec.ranking.encoder import OnnxEncoder
@@ -185,10 +184,9 @@ def main(data: str, model: str, fraction: float, batch_size: int, epochs: int) -
     events = load_log(data)
     model_dir = Path(model)
     train_note = f"reused `{model_dir}`"
-    if not (model_dir / "meta.json").is_file():
-        started = time.perf_counter()
-        _train_on_warmup(events[: int(len(events) * fraction)], model_dir, epochs, 50)
-        train_note = f"{epochs} epochs, max_len 50, {time.perf_counter() - started:.0f} s"
+    trained_s = train_warmup_model(data, model_dir, fraction, epochs, events)
+    if trained_s is not None:
+        train_note = f"{epochs} epochs, max_len 50, {trained_s:.0f} s"
     files = read_model_dir(model_dir)
     facts = files.meta.extra
     if "train_seconds" in facts:
@@ -222,9 +220,6 @@ def main(data: str, model: str, fraction: float, batch_size: int, epochs: int) -
     (HERE / "replay.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     plot(rows, HERE / "replay_segments.png")
     write_markdown(report, HERE / "REPLAY.md")
-    from assemble import assemble
-
-    assemble()
     click.echo(markdown_table(rows))
     for check in report["bars"]:
         click.echo(f"{'PASS' if check['pass'] else 'FAIL'} {check['bar']}: {check['value']}")

@@ -30,13 +30,21 @@ import platform
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
+from harness import (
+    HERE,
+    data_option,
+    epochs_option,
+    md_row,
+    publish,
+    table_head,
+    train_warmup_model,
+    utc_now,
+)
 
-HERE = Path(__file__).resolve().parent
 DAY_S = 86400.0
 FUSION_GRID: list[tuple[str, list[Any]]] = [
     ("weight_covisit", [0.5, 1.0, 1.5, 2.0]),
@@ -145,6 +153,7 @@ def tune_exploration(runner: Runner, fused: Any) -> tuple[Any, list[dict[str, An
 
 
 def write_markdown(report: dict[str, Any], path: Path) -> None:
+    """TUNING.md from the report; re-assembles BENCHMARKS.md."""
     lines = [
         "# Tuning the ranking defaults (validation window, ML-100k)",
         "",
@@ -163,8 +172,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         "",
         "## Fusion (overall NDCG@10 per value; chosen in bold)",
         "",
-        "| parameter | values -> NDCG@10 |",
-        "|---|---|",
+        *table_head(["parameter", "values -> NDCG@10"]),
     ]
     for step in report["fusion_trace"]:
         cells = []
@@ -176,8 +184,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         "",
         "## Exploration (on the chosen fusion)",
         "",
-        "| pool | rate | coverage on / off | relative HR@10 cost |",
-        "|---|---|---|---|",
+        *table_head(["pool", "rate", "coverage on / off", "relative HR@10 cost"]),
     ]
     for c in report["explore_candidates"]:
         mark = "**" if (c["explore_from"], c["explore_rate"]) == report["chosen_explore"] else ""
@@ -185,32 +192,28 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             f"| {mark}{c['explore_from']}{mark} | {mark}{c['explore_rate']}{mark} | "
             f"{c['coverage_ratio']:.2f} | {c['hr_cost']:.1%} |"
         )
-    lines += ["", "## Chosen defaults", "", "| setting | value |", "|---|---|"]
+    lines += ["", "## Chosen defaults", "", *table_head(["setting", "value"])]
     for name, value in report["chosen_settings"].items():
-        lines.append(f"| `STREAMREC_{name.upper()}` | `{value}` |")
-    path.write_text("\n".join(lines) + "\n")
+        lines.append(md_row([f"`STREAMREC_{name.upper()}`", f"`{value}`"]))
+    publish(path, "\n".join(lines) + "\n")
 
 
 @click.command()
-@click.option("--data", default="../shared/datasets/ml-100k/u.data", show_default=True)
+@data_option
 @click.option("--model", default="/tmp/replay-ml100k/model-val70", show_default=True)
 @click.option("--train-fraction", default=0.7, show_default=True)
 @click.option("--valid-end", default=0.8, show_default=True)
 @click.option("--jobs", default=1, show_default=True, help="replays run in parallel")
-@click.option("--epochs", default=40, show_default=True)
+@epochs_option
 def main(
     data: str, model: str, train_fraction: float, valid_end: float, jobs: int, epochs: int
 ) -> None:
     """Tune on the validation window; write TUNING.md and tune.json."""
-    from streamrec.evaluation.cli import _train_on_warmup
-    from streamrec.evaluation.replay import load_log
     from streamrec.ops.settings import load_settings
     from streamrec.ranking.modelfiles import read_model_dir
     from streamrec.ranking.ranker import RankingConfig
 
-    if not (Path(model) / "meta.json").is_file():
-        events = load_log(data)
-        _train_on_warmup(events[: int(len(events) * train_fraction)], Path(model), epochs, 50)
+    train_warmup_model(data, Path(model), train_fraction, epochs)
     started = time.perf_counter()
     base = RankingConfig.from_settings(load_settings())
     with ProcessPoolExecutor(
@@ -224,7 +227,7 @@ def main(
     chosen_settings["covisit_half_life_s"] = chosen_settings["covisit_half_life_s"] or 0.0
     any_row = next(iter(runner.results.values()))
     report = {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "date": utc_now("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
         "data": data,
         "model_version": read_model_dir(model).meta.version,
@@ -241,9 +244,6 @@ def main(
     }
     (HERE / "tune.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     write_markdown(report, HERE / "TUNING.md")
-    from assemble import assemble
-
-    assemble()
     for name, value in chosen_settings.items():
         click.echo(f"STREAMREC_{name.upper()}={value}")
 
