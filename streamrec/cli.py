@@ -120,7 +120,7 @@ def run(create_topics: bool, partitions: int, **overrides: Any) -> None:
     """Run the worker until SIGINT/SIGTERM."""
     from streamrec.io.clients import ensure_topics
     from streamrec.ops.settings import load_settings
-    from streamrec.worker.loop import Worker
+    from streamrec.worker import Worker
 
     try:
         settings = load_settings(**overrides)
@@ -205,7 +205,12 @@ def topics(bootstrap_servers: str | None, partitions: int, replication: int) -> 
 @click.option("--port", default=0, type=int, help="broker port (0 = a free one)")
 @click.option("--metrics-port", default=9108, show_default=True, type=int)
 @click.option("--rate", default=20.0, show_default=True, help="simulated events per second")
-@click.option("--duration", default=0.0, help="stop after this many seconds (0 = Ctrl-C)")
+@click.option(
+    "--duration",
+    default=0.0,
+    help="stop after this many seconds of traffic, counted from when the simulated events start "
+    "(after training or loading the model and starting the broker); 0 = run until Ctrl-C",
+)
 @click.option("--epochs", default=None, type=int, help="training epochs (default: trainer's)")
 @click.option("--show", default=8, show_default=True, help="recommendations to print")
 def demo(
@@ -223,10 +228,8 @@ def demo(
     setup_logging("WARNING")
     stop = threading.Event()
     install_stop_handlers(stop)
-    if duration > 0:
-        threading.Timer(duration, stop.set).start()
     try:
-        run_demo(DemoOptions(workdir, port, metrics_port, rate, epochs, show), stop)
+        run_demo(DemoOptions(workdir, port, metrics_port, rate, epochs, show, duration), stop)
     except StreamrecError as exc:
         raise _fail(exc) from None
 

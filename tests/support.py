@@ -18,7 +18,7 @@ from streamrec.core.events import Event
 from streamrec.io.codec import encode_event
 from streamrec.ops.http import OpsServer
 from streamrec.ops.settings import Settings
-from streamrec.worker.loop import Worker
+from streamrec.worker import Worker
 
 
 @dataclass

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from streamrec.core.events import EVENT_TYPES, Event
 from streamrec.core.history import UserState
 from streamrec.errors import FencedError, StoreError
+from streamrec.state.batch import AppliedEvent, BatchWrite, OutboxMessage
 from streamrec.state.schema import applied_events, outbox, partition_offsets, users
 
 _UPDATE_USER = (
@@ -48,57 +48,6 @@ def _migrations_dir() -> Path:
 
 
 MIGRATIONS_DIR = _migrations_dir()
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxMessage:
-    """A message to publish after its batch commits.
-
-    Attributes:
-        topic: destination topic.
-        partition: source partition of the input record (relay ownership).
-        key: record key.
-        value: record value.
-        headers: record headers.
-        event_ts_ms: Kafka timestamp of the input record (for end-to-end latency).
-        id: database id, set once stored.
-    """
-
-    topic: str
-    partition: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
-    event_ts_ms: int = 0
-    id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AppliedEvent:
-    """An event a batch applies, with its position in the input topic.
-
-    Attributes:
-        event: the event.
-        partition: its input partition.
-        offset: its offset in that partition.
-    """
-
-    event: Event
-    partition: int
-    offset: int
-
-
-@dataclass
-class BatchWrite:
-    """Everything one batch writes, in one transaction."""
-
-    topic: str
-    generations: dict[int, int]
-    next_offsets: dict[int, int]
-    users: dict[str, UserState] = field(default_factory=dict)
-    existing_users: set[str] = field(default_factory=set)
-    applied: list[AppliedEvent] = field(default_factory=list)
-    messages: list[OutboxMessage] = field(default_factory=list)
 
 
 def _encode_headers(headers: Sequence[tuple[str, bytes]]) -> str:

@@ -14,7 +14,7 @@ exactly-once state). Signals only set the stop flag: the loop finishes its batch
 
 Claimed partitions stay paused until the fused ranker's stream state (trending,
 co-visitation) has been restored from their latest applied events in the database, a slice per
-loop iteration (``streamrec.state.restore``); the ranker counts each partition offset once, so a
+loop iteration (``streamrec.worker.partitions``); the ranker counts each partition offset once, so a
 batch re-read after a failed commit is not counted twice.
 """
 
@@ -24,29 +24,29 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
-from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
+from kafka import ConsumerRebalanceListener, KafkaConsumer
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from streamrec.errors import FencedError, StoreError
 from streamrec.io.clients import broker_connected, make_consumer, make_producer
+from streamrec.ops.backoff import Backoff
 from streamrec.ops.http import OpsServer
 from streamrec.ops.metrics import Metrics
 from streamrec.ops.settings import Settings
-from streamrec.ranking.encoder import Encoder, OnnxEncoder
-from streamrec.ranking.index import ItemIndex
-from streamrec.ranking.modelfiles import ModelFiles, read_model_dir
-from streamrec.ranking.ranker import Ranker, RankingConfig
+from streamrec.state.batch import BatchWrite, OutboxMessage
 from streamrec.state.restore import make_state_restore
-from streamrec.state.store import BatchWrite, OutboxMessage, Store
+from streamrec.state.store import Store
 from streamrec.worker.catalog import CatalogFollower
-from streamrec.worker.step import Pipeline, Record
+from streamrec.worker.health import Health
+from streamrec.worker.partitions import Partitions
+from streamrec.worker.relay import OutboxRelay
+from streamrec.worker.serving import ServingModel, load_serving_model, make_ranker
+from streamrec.worker.step import BatchStats, Pipeline, Record
 
 log = logging.getLogger(__name__)
-MAX_BACKOFF_S = 5.0
 
 
 def before_commit(write: BatchWrite) -> None:
@@ -63,39 +63,6 @@ def after_commit(stored: Sequence[OutboxMessage]) -> None:
     A fault-injection point: the fault tests' launcher replaces it to crash the worker
     exactly there and prove that the outbox relay publishes what was committed.
     """
-
-
-@dataclass
-class ServingModel:
-    """What the worker serves: files, encoder, index."""
-
-    files: ModelFiles
-    encoder: Encoder
-    index: ItemIndex
-
-
-def load_serving_model(settings: Settings, int8: bool = False) -> ServingModel:
-    """Load the model directory, the ONNX encoder and build the HNSW index."""
-    files = read_model_dir(settings.model_dir)
-    encoder = OnnxEncoder(
-        files.encoder_path(int8), files.meta.dim, files.meta.max_len, settings.encoder_threads
-    )
-    index = ItemIndex(
-        files.item_ids,
-        files.item_vectors,
-        m=settings.hnsw_m,
-        ef_construction=settings.hnsw_ef_construction,
-        ef_search=settings.hnsw_ef_search,
-    )
-    return ServingModel(files=files, encoder=encoder, index=index)
-
-
-def make_ranker(settings: Settings, model: ServingModel) -> Ranker | None:
-    """The fused ranker of the settings (None: encoder neighbours only)."""
-    if settings.ranking == "encoder":
-        return None
-    config = RankingConfig.from_settings(settings)
-    return Ranker(model.encoder, model.index, config, trained=model.files.item_ids)
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -152,24 +119,27 @@ class Worker:
         if ranker is not None:
             self.metrics.bind_new_items(lambda: ranker.new_items.searchable)
         self.store = Store(settings.db_url, settings.group_id)
-        self.state_restore = make_state_restore(
-            settings, self.store, self.pipeline.ranker, self.metrics.stream_state_restored.inc
+        self.partitions = Partitions(
+            settings.events_topic,
+            self.store,
+            make_state_restore(
+                settings, self.store, self.pipeline.ranker, self.metrics.stream_state_restored.inc
+            ),
         )
-        self.generations: dict[int, int] = {}
-        self._unclaimed: set[TopicPartition] = set()
+        self.health = Health(
+            settings.broker_unready_after_ms / 1000,
+            self.metrics.errors.labels(component="broker").inc,
+        )
+        self.relay = OutboxRelay(settings, self.store, self.metrics, self.health, clock)
         self._paused_for_store = False
-        self._retry_at = 0.0
-        self._backoff_s = 0.5
-        self._db_ok = True
-        self._broker_ok = True
-        self._broker_lost_at: float | None = None
-        self._broker_failed_at = 0.0
-        self._acks_waiting_since: float | None = None  # set while a publish waits for acks
-        self._relay_at: float | None = None  # when to retry publishing left-over outbox rows
-        self._relay_backoff_s = 0.5
+        self._db_backoff = Backoff()
         self.consumer: KafkaConsumer | None = None
-        self.producer: KafkaProducer | None = None
         self.catalog: CatalogFollower | None = None
+
+    @property
+    def generations(self) -> dict[int, int]:
+        """Owned partitions and their generations."""
+        return self.partitions.generations
 
     # -- lifecycle ---------------------------------------------------------------------------
     def run(
@@ -207,14 +177,14 @@ class Worker:
             log.info("worker stopped")
 
     def _open_clients(self) -> None:
-        self.producer = make_producer(self.settings)
-        rec = self.pipeline.ranker
+        producer = self.relay.producer = make_producer(self.settings)
+        ranker = self.pipeline.ranker
         self.catalog = CatalogFollower(
             self.settings,
             self.model.index,
             self.metrics,
-            self.producer,
-            on_op=rec.observe_catalog if rec is not None else None,
+            producer,
+            on_op=ranker.observe_catalog if ranker is not None else None,
         )
         self.catalog.catch_up()
         self.metrics.index_refreshed()
@@ -228,8 +198,8 @@ class Worker:
             closers.append(lambda: self.consumer and self.consumer.close(False, timeout_ms=2000))
         if self.catalog is not None:
             closers.append(self.catalog.close)
-        if self.producer is not None:
-            closers.append(lambda: self.producer and self.producer.close(timeout=2))
+        if self.relay.producer is not None:
+            closers.append(lambda: self.relay.producer and self.relay.producer.close(timeout=2))
         for close in closers:
             try:
                 close()
@@ -238,66 +208,30 @@ class Worker:
 
     def ready(self) -> tuple[bool, str]:
         """Readiness for /readyz: partitions assigned, model loaded, database reachable."""
-        if not self._db_ok:
-            return False, "database unreachable"
-        waiting = self._acks_waiting_since
-        if (
-            waiting is not None
-            and time.monotonic() - waiting >= self.settings.broker_unready_after_ms / 1000
-        ):
-            if self._broker_ok:  # count the transition, not every probe
-                # the loop sits in a flush: the consumer's view of its connections is stale
-                self._broker_failed("acks pending")
-        elif self.consumer is not None:
-            self._check_broker()
-        if not self._broker_ok:
-            return False, "broker unreachable"
-        if not self.generations:
-            return False, "no partitions assigned"
-        return (
-            True,
-            f"ready: {len(self.generations)} partitions, model {self.model.files.meta.version}",
+        consumer = self.consumer
+        return self.health.ready(
+            (lambda: broker_connected(consumer)) if consumer is not None else None,
+            len(self.generations),
+            self.model.files.meta.version,
         )
 
     # -- rebalance ---------------------------------------------------------------------------
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
-        """Pause new partitions until their offsets are read from the database (``_claim``)
-        and, with fused ranking, their stream state is restored (``_restore_some``)."""
-        if assigned and self.consumer is not None:
-            self.consumer.pause(*assigned)
-            self._unclaimed.update(assigned)
+        """Pause new partitions until they are claimed and their stream state restored."""
+        if self.consumer is not None:
+            self.partitions.assigned(self.consumer, assigned)
 
     def on_revoked(self, revoked: list[TopicPartition]) -> None:
         """Forget revoked partitions; the loop is between batches when this runs."""
-        for tp in revoked:
-            self.generations.pop(tp.partition, None)
-            self._unclaimed.discard(tp)
-        if self.state_restore is not None:
-            self.state_restore.discard(tp.partition for tp in revoked)
+        self.partitions.revoked(revoked)
         self.metrics.up.set(1 if self.generations else 0)
 
     def _claim(self) -> None:
         assert self.consumer is not None
-        claimed = self.store.claim_partitions(
-            self.settings.events_topic, [tp.partition for tp in self._unclaimed]
-        )
-        for tp in list(self._unclaimed):
-            generation, next_offset = claimed[tp.partition]
-            self.generations[tp.partition] = generation
-            if next_offset is None:
-                self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek(tp, next_offset)
-        log.info("claimed partitions %s", sorted(claimed))
-        resumed = list(self._unclaimed)
-        self._unclaimed.clear()
-        if self.state_restore is not None:
-            # paused until all are restored: per user, live events come after restored ones
-            self.state_restore.add(list(claimed))
-            resumed = []
+        resumable = self.partitions.claim(self.consumer)
         self._relay_outbox(self.settings.publish_timeout_ms / 1000)
         if not self._paused_for_store:
-            self.consumer.resume(*resumed)
+            self.consumer.resume(*resumable)
         self.metrics.up.set(1)
 
     # -- one step ----------------------------------------------------------------------------
@@ -308,18 +242,17 @@ class Worker:
             self.catalog.poll()
             self.metrics.index_refreshed()
         except KafkaError as exc:
-            self._broker_failed(f"catalog poll: {type(exc).__name__}")
+            self.health.broker_failed(f"catalog poll: {type(exc).__name__}")
         try:
             if self._paused_for_store:
                 self._maybe_resume()
-            if self._unclaimed and not self._paused_for_store:
+            if self.partitions.unclaimed and not self._paused_for_store:
                 self._claim()
-            if self.state_restore is not None and not self._paused_for_store:
-                self._restore_some()
+            if not self._paused_for_store:
+                self.partitions.restore_some(self.consumer)
         except StoreError as exc:
             self._store_failed(exc, [])
-        due = self._relay_at is not None and time.monotonic() >= self._relay_at
-        if due and not self._paused_for_store:
+        if self.relay.due() and not self._paused_for_store:
             self._relay_outbox(self.settings.publish_timeout_ms / 1000)
         try:
             polled = self.consumer.poll(
@@ -327,14 +260,14 @@ class Worker:
                 max_records=self.settings.batch_max_events,
             )
         except KafkaError as exc:
-            self._broker_failed(f"poll: {type(exc).__name__}")
-            time.sleep(min(1.0, self._relay_backoff_s))
+            self.health.broker_failed(f"poll: {type(exc).__name__}")
+            time.sleep(min(1.0, self.relay.backoff.delay_s))
             return 0
-        self._check_broker()
+        self.health.check_broker(broker_connected(self.consumer))
         records = [
             Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
             for tp, batch in polled.items()
-            if tp.partition in self.generations and tp not in self._unclaimed
+            if self.partitions.owns(tp)
             for r in batch
         ]
         if records:
@@ -344,17 +277,6 @@ class Worker:
             [TopicPartition(self.settings.events_topic, p) for p in self.generations],
         )
         return len(records)
-
-    def _restore_some(self) -> None:
-        """A slice of the pending stream-state restores; resume the partitions once all are."""
-        assert self.consumer is not None and self.state_restore is not None
-        if not self.state_restore.pending:
-            return
-        finished = self.state_restore.step()
-        topic = self.settings.events_topic
-        owned = [TopicPartition(topic, p) for p in finished if p in self.generations]
-        if owned:
-            self.consumer.resume(*owned)
 
     def process(self, records: Sequence[Record]) -> None:
         """Steps 3 to 6 for one batch."""
@@ -370,26 +292,29 @@ class Worker:
         except FencedError as exc:
             log.warning("batch dropped: %s", exc)
             self.metrics.errors.labels(component="fenced").inc()
-            for p in {r.partition for r in records}:
-                self.generations.pop(p, None)
+            self.partitions.drop({r.partition for r in records})
             return
         except StoreError as exc:
             self._store_failed(exc, records)
             return
-        self._db_ok = True
+        self.health.db_ok = True
         self._record_stats(len(records), stats)
         start = time.perf_counter()
-        if not self._publish(stored, self.settings.publish_timeout_ms / 1000):
-            self._schedule_relay()
+        if not self.relay.publish(stored, self.settings.publish_timeout_ms / 1000):
+            self.relay.retry_later()
         self.metrics.stage_seconds.labels(stage="publish").observe(time.perf_counter() - start)
         self._commit_kafka(write.next_offsets)
 
-    # -- failures ----------------------------------------------------------------------------
+    def _relay_outbox(self, timeout_s: float) -> bool:
+        return self.relay.relay(list(self.generations), timeout_s)
+
+    # -- database failures -------------------------------------------------------------------
     def _store_failed(self, exc: StoreError, records: Sequence[Record]) -> None:
         assert self.consumer is not None
-        log.warning("database unavailable (%s); pausing for %.1fs", exc, self._backoff_s)
+        wait = self._db_backoff.fail(time.monotonic())
+        log.warning("database unavailable (%s); pausing for %.1fs", exc, wait)
         self.metrics.errors.labels(component="store").inc()
-        self._db_ok = False
+        self.health.db_ok = False
         first: dict[int, int] = {}
         for r in records:
             first[r.partition] = min(first.get(r.partition, r.offset), r.offset)
@@ -397,161 +322,24 @@ class Worker:
             self.consumer.seek(TopicPartition(self.settings.events_topic, p), off)
         self.consumer.pause(*self.consumer.assignment())
         self._paused_for_store = True
-        self._retry_at = time.monotonic() + self._backoff_s
-        self._backoff_s = min(MAX_BACKOFF_S, self._backoff_s * 2)
 
     def _maybe_resume(self) -> None:
         assert self.consumer is not None
-        if time.monotonic() < self._retry_at:
+        if not self._db_backoff.due(time.monotonic()):
             return
         if not self.store.ping():
-            self._retry_at = time.monotonic() + self._backoff_s
-            self._backoff_s = min(MAX_BACKOFF_S, self._backoff_s * 2)
+            self._db_backoff.fail(time.monotonic())
             return
         log.info("database reachable again; resuming")
-        self._db_ok = True
+        self.health.db_ok = True
         self._paused_for_store = False
-        self._backoff_s = 0.5
+        self._db_backoff.reset()
         self._relay_outbox(self.settings.publish_timeout_ms / 1000)
-        self.consumer.resume(*(self.consumer.assignment() - self._unclaimed - self._restoring()))
+        self.consumer.resume(
+            *(self.consumer.assignment() - self.partitions.unclaimed - self.partitions.restoring())
+        )
 
-    def _restoring(self) -> set[TopicPartition]:
-        pending = self.state_restore.pending if self.state_restore is not None else set()
-        return {TopicPartition(self.settings.events_topic, p) for p in pending}
-
-    # -- broker health -----------------------------------------------------------------------
-    def _check_broker(self) -> None:
-        """Not ready once the consumer has had no broker connection for a while (setting)."""
-        assert self.consumer is not None
-        now = time.monotonic()
-        if broker_connected(self.consumer):
-            self._broker_lost_at = None
-            # ready again only once the link has held for a while (no flapping on reconnects)
-            if (
-                not self._broker_ok
-                and now - self._broker_failed_at >= self.settings.broker_unready_after_ms / 1000
-            ):
-                log.info("broker reachable again")
-                self._broker_ok = True
-            return
-        if self._broker_lost_at is None:
-            self._broker_lost_at = now
-        elif (
-            now - self._broker_lost_at >= self.settings.broker_unready_after_ms / 1000
-            and self._broker_ok
-        ):
-            self._broker_failed(
-                f"no connection for {self.settings.broker_unready_after_ms / 1000:.0f} s"
-            )
-
-    def _broker_failed(self, what: str) -> None:
-        if self._broker_ok:
-            log.warning("broker unreachable (%s); kafka-python keeps retrying", what)
-        self._broker_ok = False
-        self._broker_failed_at = time.monotonic()
-        self.metrics.errors.labels(component="broker").inc()
-
-    # -- output ------------------------------------------------------------------------------
-    def _schedule_relay(self) -> None:
-        self._relay_at = time.monotonic() + self._relay_backoff_s
-        self._relay_backoff_s = min(MAX_BACKOFF_S, self._relay_backoff_s * 2)
-
-    def _relay_outbox(self, timeout_s: float) -> bool:
-        """Publish messages left in the outbox by a crash or an outage; True when it is empty."""
-        while True:
-            try:
-                pending = self.store.pending_outbox(partitions=list(self.generations))
-            except StoreError as exc:
-                log.warning("outbox relay skipped: %s", exc)
-                self._schedule_relay()
-                return False
-            if not pending:
-                self._relay_at = None
-                self._relay_backoff_s = 0.5
-                return True
-            log.info("relaying %d outbox messages", len(pending))
-            if not self._publish(pending, timeout_s):
-                self._schedule_relay()
-                return False
-
-    def _publish(self, messages: Sequence[OutboxMessage], timeout_s: float) -> bool:
-        """Send, wait for acks, delete the acked rows; True when every message was acked.
-
-        Messages not acked stay in the outbox; a later relay sends them again (same rec_id).
-        """
-        assert self.producer is not None
-        sent = []
-        acked: list[int] = []
-        for msg in messages:
-            try:
-                fut = self.producer.send(
-                    msg.topic, key=msg.key, value=msg.value, headers=list(msg.headers)
-                )
-            except MessageSizeTooLargeError:  # refused by the client's own size check
-                if self._send_truncated(msg):
-                    acked.append(msg.id or 0)
-                continue
-            except KafkaError as exc:  # no metadata within max_block_ms: broker unreachable
-                self._broker_failed(f"send: {type(exc).__name__}")
-                break
-            sent.append((msg, fut))
-        self._acks_waiting_since = time.monotonic()
-        try:
-            self.producer.flush(timeout=timeout_s)
-        except KafkaTimeoutError:
-            self._broker_failed("acks not received in time")
-        finally:
-            self._acks_waiting_since = None
-        for msg, fut in sent:
-            if not fut.is_done:
-                continue
-            try:
-                fut.get(timeout=0)
-            except MessageSizeTooLargeError:  # refused by the broker
-                if self._send_truncated(msg):
-                    acked.append(msg.id or 0)
-                continue
-            except KafkaError as exc:
-                log.warning("publish failed, kept in outbox: %s", type(exc).__name__)
-                self.metrics.errors.labels(component="broker").inc()
-                continue
-            acked.append(msg.id or 0)
-            self._count_published(msg)
-        self.metrics.outbox_pending.set(len(messages) - len(acked))
-        try:
-            self.store.delete_outbox([i for i in acked if i])
-        except StoreError as exc:
-            log.warning("outbox not cleared (messages may be re-sent): %s", exc)
-            return False
-        return len(acked) == len(messages)
-
-    def _send_truncated(self, msg: OutboxMessage) -> bool:
-        """Publish an oversized dead letter cut to max_event_bytes; False for other topics
-        (only a dead letter, which carries the input record, can be this large)."""
-        assert self.producer is not None
-        if msg.topic != self.settings.dlq_topic:
-            return False
-        value = (msg.value or b"")[: self.settings.max_event_bytes]
-        headers = [*list(msg.headers), ("x-streamrec-truncated", b"true")]
-        try:
-            self.producer.send(msg.topic, key=msg.key, value=value, headers=headers).get(timeout=30)
-        except KafkaError as exc:
-            log.warning("dead letter not published: %s", type(exc).__name__)
-            return False
-        self._count_published(msg)
-        return True
-
-    def _count_published(self, msg: OutboxMessage) -> None:
-        if msg.topic == self.settings.recs_topic:
-            self.metrics.recommendations_published.inc()
-            if msg.event_ts_ms > 0:
-                self.metrics.event_to_rec_seconds.observe(
-                    max(0.0, self.clock() - msg.event_ts_ms / 1000.0)
-                )
-        else:
-            reason = dict(msg.headers).get("x-streamrec-error", b"unknown").decode()
-            self.metrics.dead_letters.labels(reason=reason, topic=self.settings.events_topic).inc()
-
+    # -- bookkeeping -------------------------------------------------------------------------
     def _commit_kafka(self, next_offsets: dict[int, int]) -> None:
         assert self.consumer is not None
         offsets = {
@@ -564,7 +352,7 @@ class Worker:
         except KafkaError as exc:
             log.debug("kafka commit skipped (monitoring only): %s", type(exc).__name__)
 
-    def _record_stats(self, n: int, stats: Any) -> None:
+    def _record_stats(self, n: int, stats: BatchStats) -> None:
         self.metrics.observe_recommendations(stats.recommended)
         self.metrics.batch_size.observe(n)
         for (etype, outcome), count in stats.outcomes.items():

@@ -25,7 +25,7 @@ from streamrec.ops.settings import Settings
 from streamrec.ranking.encoder import Encoder
 from streamrec.ranking.index import ItemIndex
 from streamrec.ranking.rank import exclusions, rank
-from streamrec.state.store import AppliedEvent, BatchWrite, OutboxMessage
+from streamrec.state.batch import AppliedEvent, BatchWrite, OutboxMessage
 
 if TYPE_CHECKING:
     from streamrec.ranking.explore import ShownItem

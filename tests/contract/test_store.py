@@ -9,8 +9,9 @@ from streamrec.core.events import Event
 from streamrec.core.history import UserState
 from streamrec.errors import BadEvent, FencedError, StoreError
 from streamrec.io.codec import decode_event
+from streamrec.state.batch import AppliedEvent, BatchWrite, OutboxMessage
 from streamrec.state.schema import applied_events, outbox, users
-from streamrec.state.store import MIGRATIONS_DIR, AppliedEvent, BatchWrite, OutboxMessage, Store
+from streamrec.state.store import MIGRATIONS_DIR, Store
 
 TOPIC = "events"
 U1 = UserState(history=("a", "b"), purchased=("b",), n_events=2, last_ts=1_700_000_000_123)

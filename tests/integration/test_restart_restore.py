@@ -20,7 +20,7 @@ from streamrec.core.history import EMPTY, apply_event
 from streamrec.io.clients import ensure_topics
 from streamrec.ops.settings import Settings
 from streamrec.ranking.rank import exclusions
-from streamrec.worker.loop import load_serving_model, make_ranker
+from streamrec.worker.serving import load_serving_model, make_ranker
 
 pytestmark = pytest.mark.broker
 

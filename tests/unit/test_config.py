@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from streamrec.errors import ConfigError, StreamrecError
 from streamrec.ops.settings import Settings, load_settings
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.startswith("STREAMREC_"):
-            monkeypatch.delenv(name)
-    yield
 
 
 def test_defaults() -> None:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,8 +13,8 @@ from streamrec.core.history import UserState, apply_event, fold_events
 from streamrec.io.codec import encode_event
 from streamrec.ops.settings import Settings, load_settings
 from streamrec.ranking.ranker import Ranker, RankingConfig
+from streamrec.state.batch import AppliedEvent, OutboxMessage
 from streamrec.state.memory import MemoryStateReader
-from streamrec.state.store import AppliedEvent, OutboxMessage
 from streamrec.testing import FakeClock, MeanEncoder, random_index
 from streamrec.worker.step import Pipeline, Record
 
@@ -27,16 +25,6 @@ TOPIC = "streamrec.events"
 RECS = "streamrec.recommendations"
 DLQ = "streamrec.events.dlq"
 REC_KEYS = {"rec_id", "user_id", "event_id", "items", "model_version", "generated_at"}
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("STREAMREC_"):
-            monkeypatch.delenv(name)
-    yield
 
 
 def _settings(**overrides: Any) -> Settings:

@@ -20,9 +20,10 @@ from streamrec.core.history import EMPTY, UserState
 from streamrec.io.codec import encode_event
 from streamrec.ops.settings import load_settings
 from streamrec.ranking.ranker import Ranker, RankingConfig
+from streamrec.state.batch import AppliedEvent, BatchWrite
 from streamrec.state.memory import MemoryStateReader
 from streamrec.state.restore import StateRestore
-from streamrec.state.store import AppliedEvent, BatchWrite, Store
+from streamrec.state.store import Store
 from streamrec.testing import FakeClock, MeanEncoder, random_index
 from streamrec.worker.step import Pipeline, Record
 
