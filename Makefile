@@ -25,6 +25,7 @@ demo: install
 lint: install
 	$(BIN)/ruff check streamrec tests benchmarks migrations
 	$(BIN)/ruff format --check streamrec tests benchmarks migrations
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy streamrec
