@@ -27,8 +27,10 @@ lint: install
 	$(BIN)/ruff format --check streamrec tests benchmarks migrations
 	$(BIN)/lint-imports
 
+# benchmarks are scripts that import their sibling harness.py, so mypy runs from their folder
 typecheck: install
 	$(BIN)/mypy streamrec
+	cd benchmarks && ../$(BIN)/mypy --config-file ../pyproject.toml *.py
 
 # promtool and prometheus for tests/deploy (their tests skip without them); never fails the build
 prometheus:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from streamrec.io.broker import EmbeddedBroker
     from streamrec.ops.settings import Settings
     from streamrec.training.train import TrainConfig
-    from streamrec.worker.loop import Worker
+    from streamrec.worker import Worker
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

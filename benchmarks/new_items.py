@@ -58,7 +58,7 @@ from streamrec.io.simulate import SimConfig, Simulator
 from streamrec.io.traffic import produce_events
 from streamrec.ops.settings import Settings
 from streamrec.ranking.modelfiles import read_model_dir
-from streamrec.worker.loop import Worker
+from streamrec.worker import Worker
 
 NEW_PREFIX = "new-item-"
 GOAL_S = 1.0

@@ -57,7 +57,7 @@ from streamrec.io.broker import EmbeddedBroker
 from streamrec.io.simulate import SimConfig, Simulator
 from streamrec.io.traffic import produce_catalog, produce_events
 from streamrec.ops.settings import Settings
-from streamrec.worker.loop import load_serving_model
+from streamrec.worker.serving import load_serving_model
 
 TRAIN_EVENTS = 20_000
 

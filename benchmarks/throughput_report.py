@@ -26,7 +26,7 @@ from throughput_stages import StageResult
 from throughput_worker import RunResult
 
 from streamrec.ops.settings import Settings
-from streamrec.worker.loop import ServingModel
+from streamrec.worker.serving import ServingModel
 
 
 def worker_run_rows(run: RunResult) -> list[str]:

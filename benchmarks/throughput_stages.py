@@ -25,7 +25,7 @@ from streamrec.ranking.index import ItemIndex
 from streamrec.ranking.rank import rank
 from streamrec.state.batch import BatchWrite, OutboxMessage
 from streamrec.state.store import Store
-from streamrec.worker.loop import ServingModel
+from streamrec.worker.serving import ServingModel
 from streamrec.worker.step import Pipeline, Record
 
 SCRATCH_TOPIC = "streamrec.bench.scratch"

@@ -20,7 +20,8 @@ from streamrec.io.simulate import SimConfig, Simulator
 from streamrec.io.traffic import produce_events
 from streamrec.ops.metrics import Metrics
 from streamrec.ops.settings import Settings
-from streamrec.worker.loop import ServingModel, Worker
+from streamrec.worker import Worker
+from streamrec.worker.serving import ServingModel
 from streamrec.worker.step import Record
 
 
