@@ -54,24 +54,32 @@ def make_consumer(settings: Settings, group: bool = True) -> KafkaConsumer:
 
 
 def make_producer(settings: Settings) -> KafkaProducer:
-    """A producer that waits for all in-sync replicas and retries."""
+    """The output producer: waits for all in-sync replicas, retries, bounded in time.
+
+    It writes to ``output_bootstrap_servers`` (default: the input cluster). A record not
+    acknowledged within ``publish_timeout_ms`` fails; the outbox relay sends it again.
+    """
+    servers = settings.output_bootstrap_servers or settings.bootstrap_servers
+    linger_ms = 5
     try:
         return KafkaProducer(
-            bootstrap_servers=settings.bootstrap_servers.split(","),
+            bootstrap_servers=servers.split(","),
             client_id=settings.client_id,
             acks="all",
             retries=5,
-            linger_ms=5,
-            # send() blocks this long at most when the broker is unreachable (default 60 s):
-            # the loop gives up on the batch, keeps it in the outbox and relays it later
+            linger_ms=linger_ms,
+            delivery_timeout_ms=settings.publish_timeout_ms,
+            request_timeout_ms=min(30000, max(100, settings.publish_timeout_ms - linger_ms)),
+            # send() blocks this long at most when the broker is unreachable (default 60 s);
+            # only the relay thread sends, and a refused send is retried from the outbox
             max_block_ms=PRODUCER_MAX_BLOCK_MS,
             # dead letters carry the original record, whatever its size; a broker that refuses
-            # it gets a truncated copy flagged x-streamrec-truncated (see worker._publish)
+            # it gets a truncated copy flagged x-streamrec-truncated (see worker.relay)
             max_request_size=16 * 1024 * 1024,
             **settings.kafka_security(),
         )
     except KafkaError as exc:
-        raise BrokerError(f"cannot connect to {settings.bootstrap_servers}: {exc}") from exc
+        raise BrokerError(f"cannot connect to {servers}: {exc}") from exc
 
 
 def broker_connected(consumer: KafkaConsumer) -> bool:

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
 
     # Kafka
     bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    output_bootstrap_servers: str | None = Field(
+        None, description="where recommendations and dead letters go (default: bootstrap_servers)"
+    )
     group_id: str = Field("streamrec", description="consumer group of the workers")
     client_id: str = Field("streamrec", description="Kafka client id prefix")
     events_topic: str = Field("streamrec.events", description="input events topic")
@@ -115,6 +118,12 @@ class Settings(BaseSettings):
 
     # State
     db_url: str = Field("sqlite:///streamrec.db", description="SQLAlchemy database URL")
+    db_timeout_ms: int = Field(
+        2000,
+        ge=100,
+        description="longest wait of one database call (SQLite busy wait, PostgreSQL connect "
+        "and statement timeouts); keep it under max_poll_interval_ms",
+    )
     stream_state_restore_events: int = Field(
         50_000,
         ge=0,
@@ -133,10 +142,21 @@ class Settings(BaseSettings):
         2000, ge=0, description="no broker connection for this long: not ready, error counted"
     )
     publish_timeout_ms: int = Field(
-        10000, ge=100, description="wait this long for a batch's acks; the rest stay in the outbox"
+        10000,
+        ge=100,
+        description="an output record not acked within this long fails and is sent again "
+        "(it stays in the outbox)",
     )
     drain_timeout_ms: int = Field(
         3000, ge=0, description="the same at shutdown (keep SIGTERM exits under 10 s)"
+    )
+    outbox_max_pending: int = Field(
+        10000,
+        ge=1,
+        description="output records waiting for acks at which consumption pauses (resumes at half)",
+    )
+    catalog_batch_max_records: int = Field(
+        1000, ge=1, description="catalog records applied to the index per loop iteration at most"
     )
 
     @field_validator("bootstrap_servers")

@@ -12,6 +12,7 @@ its transaction with ``FencedError`` and writes nothing. The tables are in
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -68,10 +69,15 @@ def _user_row(user_id: str, st: UserState) -> dict[str, Any]:
     }
 
 
-def make_engine(url: str) -> Engine:
-    """Create an engine; SQLite gets WAL mode and a busy timeout."""
+def make_engine(url: str, timeout_ms: int = 2000) -> Engine:
+    """Create an engine whose calls wait at most about ``timeout_ms``.
+
+    SQLite gets WAL mode and a busy timeout; PostgreSQL a connect timeout (whole seconds, as
+    libpq counts them) and a statement timeout, so a slow or unreachable server fails fast and
+    the worker pauses and retries on its own instead of missing its poll deadline.
+    """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": timeout_ms / 1000})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -82,19 +88,22 @@ def make_engine(url: str) -> Engine:
 
         return engine
     if url.startswith("postgresql"):
-        # fail fast while the server is unreachable: the worker pauses and retries on its own
-        return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+        connect_args = {
+            "connect_timeout": max(1, math.ceil(timeout_ms / 1000)),
+            "options": f"-c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms}",
+        }
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     return create_engine(url, pool_pre_ping=True)
 
 
 class Store:
     """The worker's database: users, applied event ids, offsets with generations, outbox."""
 
-    def __init__(self, url: str, group_id: str = "streamrec") -> None:
+    def __init__(self, url: str, group_id: str = "streamrec", timeout_ms: int = 2000) -> None:
         self.url = url
         self.group_id = group_id
         try:
-            self.engine = make_engine(url)
+            self.engine = make_engine(url, timeout_ms)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise StoreError(f"cannot open database: {type(exc).__name__}") from exc
 
@@ -117,6 +126,9 @@ class Store:
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         try:
             with self.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":  # a migration may take long: no limit
+                    conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
+                    conn.exec_driver_sql("SET LOCAL lock_timeout = 0")
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
         except SQLAlchemyError as exc:
@@ -252,10 +264,10 @@ class Store:
         return stored
 
     def pending_outbox(
-        self, partitions: Iterable[int] | None = None, limit: int = 1000
+        self, partitions: Iterable[int] | None = None, limit: int = 1000, after_id: int = 0
     ) -> list[OutboxMessage]:
-        """Outbox messages not yet acknowledged, oldest first."""
-        q = select(outbox).order_by(outbox.c.id).limit(limit)
+        """Outbox messages not yet acknowledged, oldest first (ids above ``after_id``)."""
+        q = select(outbox).where(outbox.c.id > after_id).order_by(outbox.c.id).limit(limit)
         if partitions is not None:
             q = q.where(outbox.c.partition.in_(sorted(set(partitions))))
         try:

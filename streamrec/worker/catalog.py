@@ -12,8 +12,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kafka import KafkaProducer
-from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
 from streamrec.core.events import CatalogOp
@@ -23,6 +21,7 @@ from streamrec.io.codec import dead_letter_headers, decode_catalog
 from streamrec.ops.metrics import Metrics
 from streamrec.ops.settings import Settings
 from streamrec.ranking.index import ItemIndex
+from streamrec.state.batch import OutboxMessage
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ class CatalogFollower:
         settings: topics and limits.
         index: the index the catalog is applied to.
         metrics: counts updates and dead letters.
-        producer: sends the dead letters.
+        dead_letter: hands a dead letter to the outbox relay (never blocks).
         on_op: called with each op once the index applied it (the fused ranker's
             ``observe_catalog``: content features and new-item bookkeeping).
     """
@@ -52,14 +51,14 @@ class CatalogFollower:
         settings: Settings,
         index: ItemIndex,
         metrics: Metrics,
-        producer: KafkaProducer,
+        dead_letter: Callable[[OutboxMessage], None],
         on_op: Callable[[CatalogOp], None] | None = None,
     ) -> None:
         self.settings = settings
         self.index = index
         self.on_op = on_op
         self.metrics = metrics
-        self.producer = producer
+        self.dead_letter = dead_letter
         self.consumer = make_consumer(settings, group=False)
         self.partitions = self._assign()
 
@@ -93,11 +92,12 @@ class CatalogFollower:
         return applied
 
     def poll(self, timeout_ms: int = 0) -> int:
-        """Apply whatever catalog records are available now."""
+        """Apply the catalog records available now, at most ``catalog_batch_max_records``."""
         if not self.partitions:
             return 0
         n = 0
-        for batch in self.consumer.poll(timeout_ms=timeout_ms, max_records=10000).values():
+        limit = self.settings.catalog_batch_max_records
+        for batch in self.consumer.poll(timeout_ms=timeout_ms, max_records=limit).values():
             for rec in batch:
                 n += 1
                 try:
@@ -115,23 +115,16 @@ class CatalogFollower:
         return n
 
     def _dead_letter(self, rec: Any, reason: str, detail: str) -> None:
-        headers = dead_letter_headers(
-            reason,
-            detail,
-            rec.topic,
-            rec.partition,
-            rec.offset,
-        )
-        try:
-            self.producer.send(
-                self.settings.dlq_topic,
+        headers = dead_letter_headers(reason, detail, rec.topic, rec.partition, rec.offset)
+        self.dead_letter(
+            OutboxMessage(
+                topic=self.settings.dlq_topic,
+                partition=rec.partition,
                 key=rec.key,
                 value=rec.value,
-                headers=list(headers),
-            ).get(timeout=30)
-            self.metrics.dead_letters.labels(reason=reason, topic=self.settings.items_topic).inc()
-        except KafkaError as exc:
-            log.warning("catalog dead letter not published: %s", type(exc).__name__)
+                headers=headers,
+            )
+        )
 
     def close(self) -> None:
         """Close the consumer."""

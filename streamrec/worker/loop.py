@@ -1,21 +1,27 @@
 """The run loop. One batch, in numbered steps:
 
-1. poll the catalog (non-blocking) and apply it to the index;
-2. poll a batch of events (partitions we have claimed only);
+1. poll the catalog (non-blocking, at most ``catalog_batch_max_records``) into the index;
+2. poll a batch of events (partitions we have claimed only; none while the output backlog is
+   at ``outbox_max_pending``: the loop keeps polling, so the group keeps us);
 3. decode, dedupe, fold, encode, search, rank (``Pipeline.process``);
 4. commit users + applied ids + outbox + next offsets in ONE database transaction,
    fenced by the partitions' generations;
-5. publish the outbox (recommendations and dead letters), wait for acks, clear those rows;
+5. hand the committed outbox rows to the relay thread (``streamrec.worker.relay``), which
+   publishes them asynchronously and deletes the delivered rows: this thread never waits on
+   the output broker;
 6. commit the offsets to Kafka too (for lag monitoring only; the database is the truth).
 
-A crash anywhere before 4 loses nothing (the batch is re-read from the stored offsets); a crash
-between 4 and 5 re-publishes from the outbox on restart (same ``rec_id``: at-least-once output,
-exactly-once state). Signals only set the stop flag: the loop finishes its batch and exits.
+Every call this thread makes is bounded below ``max_poll_interval_ms`` (the poll, the
+database's busy and statement timeouts, the catalog slice, the restore slice). A crash
+anywhere before 4 loses nothing (the batch is re-read from the stored offsets); a crash after
+4 re-publishes from the outbox on restart (same ``rec_id``: at-least-once output, exactly-once
+state). Signals only set the stop flag: the loop finishes its batch, the relay drains for at
+most ``drain_timeout_ms``, and the worker exits.
 
 Claimed partitions stay paused until the fused ranker's stream state (trending,
-co-visitation) has been restored from their latest applied events in the database, a slice per
-loop iteration (``streamrec.worker.partitions``); the ranker counts each partition offset once, so a
-batch re-read after a failed commit is not counted twice.
+co-visitation) has been restored from their latest applied events in the database, a slice
+per loop iteration (``streamrec.worker.partitions``); the ranker counts each partition offset
+once, so a batch re-read after a failed commit is not counted twice.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -40,7 +46,7 @@ from streamrec.state.batch import BatchWrite, OutboxMessage
 from streamrec.state.restore import make_state_restore
 from streamrec.state.store import Store
 from streamrec.worker.catalog import CatalogFollower
-from streamrec.worker.health import Health
+from streamrec.worker.health import Health, OutputView
 from streamrec.worker.partitions import Partitions
 from streamrec.worker.relay import OutboxRelay
 from streamrec.worker.serving import ServingModel, load_serving_model, make_ranker
@@ -118,7 +124,7 @@ class Worker:
         ranker = self.pipeline.ranker
         if ranker is not None:
             self.metrics.bind_new_items(lambda: ranker.new_items.searchable)
-        self.store = Store(settings.db_url, settings.group_id)
+        self.store = Store(settings.db_url, settings.group_id, settings.db_timeout_ms)
         self.partitions = Partitions(
             settings.events_topic,
             self.store,
@@ -130,9 +136,14 @@ class Worker:
             settings.broker_unready_after_ms / 1000,
             self.metrics.errors.labels(component="broker").inc,
         )
-        self.relay = OutboxRelay(settings, self.store, self.metrics, self.health, clock)
+        self.relay = OutboxRelay(
+            settings, self.store, self.metrics, self.health, lambda: list(self.generations), clock
+        )
         self._paused_for_store = False
+        self._paused_for_output = False
         self._db_backoff = Backoff()
+        self._poll_backoff = Backoff(initial_s=0.1, max_s=1.0)
+        self.producer: KafkaProducer | None = None
         self.consumer: KafkaConsumer | None = None
         self.catalog: CatalogFollower | None = None
 
@@ -167,8 +178,8 @@ class Worker:
             )
             while not stop.is_set():
                 self.step()
-            log.info("stopping: draining")
-            self._relay_outbox(self.settings.drain_timeout_ms / 1000)
+            log.info("stopping: draining the outbox")
+            self.relay.stop(self.settings.drain_timeout_ms / 1000)
         finally:
             self._close_clients()
             if server is not None:
@@ -177,13 +188,14 @@ class Worker:
             log.info("worker stopped")
 
     def _open_clients(self) -> None:
-        producer = self.relay.producer = make_producer(self.settings)
+        self.producer = make_producer(self.settings)
+        self.relay.start(self.producer)
         ranker = self.pipeline.ranker
         self.catalog = CatalogFollower(
             self.settings,
             self.model.index,
             self.metrics,
-            producer,
+            lambda msg: self.relay.submit([msg]),
             on_op=ranker.observe_catalog if ranker is not None else None,
         )
         self.catalog.catch_up()
@@ -198,8 +210,8 @@ class Worker:
             closers.append(lambda: self.consumer and self.consumer.close(False, timeout_ms=2000))
         if self.catalog is not None:
             closers.append(self.catalog.close)
-        if self.relay.producer is not None:
-            closers.append(lambda: self.relay.producer and self.relay.producer.close(timeout=2))
+        if self.producer is not None:
+            closers.append(lambda: self.producer and self.producer.close(timeout=2))
         for close in closers:
             try:
                 close()
@@ -209,10 +221,14 @@ class Worker:
     def ready(self) -> tuple[bool, str]:
         """Readiness for /readyz: partitions assigned, model loaded, database reachable."""
         consumer = self.consumer
+        output = OutputView(
+            self.relay.backlog(), self.relay.oldest_unacked_s(), self._paused_for_output
+        )
         return self.health.ready(
             (lambda: broker_connected(consumer)) if consumer is not None else None,
             len(self.generations),
             self.model.files.meta.version,
+            output,
         )
 
     # -- rebalance ---------------------------------------------------------------------------
@@ -229,8 +245,8 @@ class Worker:
     def _claim(self) -> None:
         assert self.consumer is not None
         resumable = self.partitions.claim(self.consumer)
-        self._relay_outbox(self.settings.publish_timeout_ms / 1000)
-        if not self._paused_for_store:
+        self.relay.resync()  # rows a crash or the previous owner left in the outbox
+        if not self._paused_for_store and not self._paused_for_output:
             self.consumer.resume(*resumable)
         self.metrics.up.set(1)
 
@@ -252,8 +268,7 @@ class Worker:
                 self.partitions.restore_some(self.consumer)
         except StoreError as exc:
             self._store_failed(exc, [])
-        if self.relay.due() and not self._paused_for_store:
-            self._relay_outbox(self.settings.publish_timeout_ms / 1000)
+        self._apply_backpressure()
         try:
             polled = self.consumer.poll(
                 timeout_ms=self.settings.poll_timeout_ms,
@@ -261,8 +276,9 @@ class Worker:
             )
         except KafkaError as exc:
             self.health.broker_failed(f"poll: {type(exc).__name__}")
-            time.sleep(min(1.0, self.relay.backoff.delay_s))
+            time.sleep(self._poll_backoff.fail(time.monotonic()))
             return 0
+        self._poll_backoff.reset()
         self.health.check_broker(broker_connected(self.consumer))
         records = [
             Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
@@ -299,14 +315,35 @@ class Worker:
             return
         self.health.db_ok = True
         self._record_stats(len(records), stats)
-        start = time.perf_counter()
-        if not self.relay.publish(stored, self.settings.publish_timeout_ms / 1000):
-            self.relay.retry_later()
-        self.metrics.stage_seconds.labels(stage="publish").observe(time.perf_counter() - start)
+        self.relay.submit(stored)  # step 5 runs on the relay thread
         self._commit_kafka(write.next_offsets)
 
-    def _relay_outbox(self, timeout_s: float) -> bool:
-        return self.relay.relay(list(self.generations), timeout_s)
+    # -- backpressure ------------------------------------------------------------------------
+    def _apply_backpressure(self) -> None:
+        """Pause consumption while the output backlog is at its bound, resume at half of it.
+
+        The loop keeps polling while paused (heartbeats and the group stay alive); nothing is
+        lost: every record waiting is in the outbox.
+        """
+        assert self.consumer is not None
+        backlog, bound = self.relay.backlog(), self.settings.outbox_max_pending
+        if not self._paused_for_output and backlog >= bound:
+            log.warning("output backlog of %d records: pausing consumption", backlog)
+            self._paused_for_output = True
+            self.consumer.pause(*self.consumer.assignment())
+        elif self._paused_for_output and backlog <= bound // 2:
+            log.info("output backlog down to %d records: resuming", backlog)
+            self._paused_for_output = False
+            self._resume_owned()
+
+    def _resume_owned(self) -> None:
+        """Resume the claimed, restored partitions unless the database or the output wait."""
+        assert self.consumer is not None
+        if self._paused_for_store or self._paused_for_output:
+            return
+        self.consumer.resume(
+            *(self.consumer.assignment() - self.partitions.unclaimed - self.partitions.restoring())
+        )
 
     # -- database failures -------------------------------------------------------------------
     def _store_failed(self, exc: StoreError, records: Sequence[Record]) -> None:
@@ -334,10 +371,8 @@ class Worker:
         self.health.db_ok = True
         self._paused_for_store = False
         self._db_backoff.reset()
-        self._relay_outbox(self.settings.publish_timeout_ms / 1000)
-        self.consumer.resume(
-            *(self.consumer.assignment() - self.partitions.unclaimed - self.partitions.restoring())
-        )
+        self.relay.resync()
+        self._resume_owned()
 
     # -- bookkeeping -------------------------------------------------------------------------
     def _commit_kafka(self, next_offsets: dict[int, int]) -> None:

@@ -1,19 +1,29 @@
-"""Publishing the outbox: recommendations and dead letters, each deleted once the broker acked it.
+"""Publishing the outbox on its own thread: the poll thread never waits on the output broker.
 
-Step 5 of the loop publishes a batch's committed outbox rows; rows that were not acked (the
-output broker is slow or away, or a crash came between commit and publish) stay in the outbox
-and are relayed later with backoff, and on every claim of partitions. A re-sent row carries the
-same ``rec_id``: output is at least once, never lost.
+After a batch commits, the poll thread hands its outbox rows to ``OutboxRelay.submit`` and goes
+on polling. The relay thread sends them asynchronously; the producer's delivery callbacks only
+record the outcome, and the relay thread deletes the delivered rows in bulk. A row whose send
+fails stays in the outbox and in memory, and is sent again after a backoff. When partitions are
+claimed the relay also reads the outbox table back (rows that a crash, a stop during an output
+outage or a previous owner left) and sends what is not already on its way. A re-sent row
+carries the same ``rec_id``: output is at least once, never lost, and state stays exactly once
+(it was committed before the row was handed over).
+
+The backlog (rows handed over or read back, not yet deleted) is bounded by the poll thread:
+``Worker`` pauses consumption while it is at ``outbox_max_pending`` and ``/readyz`` says so.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
+from kafka.errors import KafkaError, MessageSizeTooLargeError
 
 from streamrec.errors import StoreError
 from streamrec.io.codec import HEADER_ERROR
@@ -26,15 +36,20 @@ from streamrec.worker.health import Health
 
 log = logging.getLogger(__name__)
 
+IDLE_WAIT_S = 0.05  # the relay thread wakes at least this often
+RESYNC_PAGE = 1000  # outbox rows read back per page
+RESYNC_MAX_PAGES = 20  # pages read back per relay iteration (the rest next time)
+
 
 class OutboxRelay:
-    """Sends outbox rows, waits for acks, deletes the acked rows.
+    """Sends outbox rows from its own thread and deletes the delivered ones.
 
     Args:
-        settings: topics, size limit.
-        store: where the outbox lives.
+        settings: topics, size limit, timeouts.
+        store: where the outbox lives (its engine is shared with the poll thread).
         metrics: published counts, latency, pending rows, errors.
-        health: told about broker failures and about acks being awaited.
+        health: told about output failures.
+        owned: the partitions whose outbox rows this worker may relay (read on the relay thread).
         clock: seconds since the epoch (event-to-recommendation latency).
     """
 
@@ -44,107 +59,204 @@ class OutboxRelay:
         store: Store,
         metrics: Metrics,
         health: Health,
+        owned: Callable[[], Iterable[int]],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics
         self.health = health
+        self.owned = owned
         self.clock = clock
         self.producer: KafkaProducer | None = None
         self.backoff = Backoff()
+        self._inbox: deque[OutboxMessage] = deque()
+        self._retry: deque[OutboxMessage] = deque()  # failed sends, sent again after a backoff
+        self._in_flight: dict[int, float] = {}  # stored row id -> monotonic send time
+        self._unstored_in_flight = 0  # catalog dead letters (no outbox row)
+        self._done: deque[tuple[OutboxMessage, BaseException | None]] = deque()  # callbacks
+        self._to_delete: list[int] = []
+        self._resync_wanted = False
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._drain_until = 0.0
 
-    def due(self) -> bool:
-        """True when left-over rows wait and their retry time has come."""
+    # -- the poll thread's side ----------------------------------------------------------------
+    def start(self, producer: KafkaProducer) -> None:
+        """Start the relay thread with this producer."""
+        self.producer = producer
+        self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
+        self._thread.start()
+
+    def submit(self, messages: Sequence[OutboxMessage]) -> None:
+        """Hand committed outbox rows (or unstored dead letters, ``id`` None) to the relay."""
+        if messages:
+            self._inbox.extend(messages)
+            self._wake.set()
+
+    def resync(self) -> None:
+        """Read the outbox table again (partitions claimed, database back, a crash's rows)."""
+        self._resync_wanted = True
+        self.backoff.reset()
+        self._wake.set()
+
+    def backlog(self) -> int:
+        """Rows handed over or read back and not yet delivered and deleted."""
+        return len(self._inbox) + len(self._retry) + len(self._in_flight) + self._unstored_in_flight
+
+    def oldest_unacked_s(self) -> float:
+        """Seconds the oldest in-flight row has waited for its ack (0 when none waits)."""
+        sent = list(self._in_flight.values())
+        return time.monotonic() - min(sent) if sent else 0.0
+
+    def stop(self, drain_timeout_s: float) -> None:
+        """Deliver what can be delivered within ``drain_timeout_s``, then stop the thread."""
+        self._drain_until = time.monotonic() + drain_timeout_s
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(drain_timeout_s + 1.0)
+            if self._thread.is_alive():
+                log.warning("outbox relay still sending at shutdown; the outbox keeps the rest")
+        self.metrics.outbox_pending.set(self.backlog())
+
+    # -- the relay thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(IDLE_WAIT_S)
+            self._wake.clear()
+            try:
+                self._settle()
+                if self._stopping.is_set() and self._drained():
+                    break
+                if not self.backoff.pending or self._due():
+                    self._send_queued()
+                    if self._resync_wanted:
+                        self._read_back()
+            except Exception:  # never let the thread die: the outbox keeps every row
+                log.exception("outbox relay iteration failed; retrying")
+                self.backoff.fail(time.monotonic())
+            self.metrics.outbox_pending.set(self.backlog())
+        self._settle()
+
+    def _due(self) -> bool:
         return self.backoff.due(time.monotonic())
 
-    def retry_later(self) -> None:
-        """Schedule the next relay of left-over rows (backoff)."""
-        self.backoff.fail(time.monotonic())
+    def _drained(self) -> bool:
+        if time.monotonic() >= self._drain_until:
+            return True
+        return self.backlog() == 0
 
-    def relay(self, partitions: Sequence[int], timeout_s: float) -> bool:
-        """Publish the rows left in the outbox for ``partitions``; True when it is empty."""
-        while True:
-            try:
-                pending = self.store.pending_outbox(partitions=list(partitions))
-            except StoreError as exc:
-                log.warning("outbox relay skipped: %s", exc)
-                self.retry_later()
-                return False
-            if not pending:
-                self.backoff.reset()
-                return True
-            log.info("relaying %d outbox messages", len(pending))
-            if not self.publish(pending, timeout_s):
-                self.retry_later()
-                return False
+    def _send_queued(self) -> None:
+        """Send the failed rows again, then the new ones, until a send fails."""
+        for queue in (self._retry, self._inbox):
+            while queue:
+                if not self._send(queue.popleft()):
+                    return
 
-    def publish(self, messages: Sequence[OutboxMessage], timeout_s: float) -> bool:
-        """Send, wait for acks, delete the acked rows; True when every message was acked.
-
-        Messages not acked stay in the outbox; a later relay sends them again (same rec_id).
-        """
+    def _send(self, msg: OutboxMessage) -> bool:
+        """Send one record asynchronously; False when the producer refused it at once."""
         assert self.producer is not None
-        sent = []
-        acked: list[int] = []
-        for msg in messages:
-            try:
-                fut = self.producer.send(
-                    msg.topic, key=msg.key, value=msg.value, headers=list(msg.headers)
-                )
-            except MessageSizeTooLargeError:  # refused by the client's own size check
-                if self._send_truncated(msg):
-                    acked.append(msg.id or 0)
-                continue
-            except KafkaError as exc:  # no metadata within max_block_ms: broker unreachable
-                self.health.broker_failed(f"send: {type(exc).__name__}")
-                break
-            sent.append((msg, fut))
-        self.health.acks_waiting_since = time.monotonic()
+        if msg.id is not None:
+            self._in_flight[msg.id] = time.monotonic()
+        else:
+            self._unstored_in_flight += 1
         try:
-            self.producer.flush(timeout=timeout_s)
-        except KafkaTimeoutError:
-            self.health.broker_failed("acks not received in time")
-        finally:
-            self.health.acks_waiting_since = None
-        for msg, fut in sent:
-            if not fut.is_done:
-                continue
-            try:
-                fut.get(timeout=0)
-            except MessageSizeTooLargeError:  # refused by the broker
-                if self._send_truncated(msg):
-                    acked.append(msg.id or 0)
-                continue
-            except KafkaError as exc:
-                log.warning("publish failed, kept in outbox: %s", type(exc).__name__)
-                self.metrics.errors.labels(component="broker").inc()
-                continue
-            acked.append(msg.id or 0)
-            self._count_published(msg)
-        self.metrics.outbox_pending.set(len(messages) - len(acked))
-        try:
-            self.store.delete_outbox([i for i in acked if i])
-        except StoreError as exc:
-            log.warning("outbox not cleared (messages may be re-sent): %s", exc)
-            return False
-        return len(acked) == len(messages)
-
-    def _send_truncated(self, msg: OutboxMessage) -> bool:
-        """Publish an oversized dead letter cut to max_event_bytes; False for other topics
-        (only a dead letter, which carries the input record, can be this large)."""
-        assert self.producer is not None
-        if msg.topic != self.settings.dlq_topic:
-            return False
-        value = (msg.value or b"")[: self.settings.max_event_bytes]
-        headers = [*list(msg.headers), ("x-streamrec-truncated", b"true")]
-        try:
-            self.producer.send(msg.topic, key=msg.key, value=value, headers=headers).get(timeout=30)
-        except KafkaError as exc:
-            log.warning("dead letter not published: %s", type(exc).__name__)
-            return False
-        self._count_published(msg)
+            future = self.producer.send(
+                msg.topic, key=msg.key, value=msg.value, headers=list(msg.headers)
+            )
+        except KafkaError as exc:  # too large for the client, or no metadata in max_block_ms
+            self._done.append((msg, exc))
+            return isinstance(exc, MessageSizeTooLargeError)
+        future.add_callback(lambda _md, m=msg: self._done.append((m, None)))
+        future.add_errback(lambda exc, m=msg: self._done.append((m, exc)))
         return True
+
+    def _settle(self) -> None:
+        """Account for delivered and failed sends; delete delivered rows in bulk."""
+        failed = False
+        while self._done:
+            msg, exc = self._done.popleft()
+            if exc is None:
+                self._delivered(msg)
+            elif isinstance(exc, MessageSizeTooLargeError):
+                self._too_large(msg)
+            else:
+                self._forget(msg)
+                self._retry.append(msg)
+                failed = True
+                self.metrics.errors.labels(component="broker").inc()
+                self.health.output_failed(type(exc).__name__)
+        if failed:  # kept in the outbox and in memory: sent again after a backoff
+            wait = self.backoff.fail(time.monotonic())
+            log.warning("publishing failed; %d records wait, retry in %.1fs", self.backlog(), wait)
+        if self._to_delete:
+            try:
+                self.store.delete_outbox(self._to_delete)
+            except StoreError as exc:
+                log.warning("outbox not cleared yet (retrying): %s", exc)
+                return
+            for row in self._to_delete:
+                self._in_flight.pop(row, None)
+            self._to_delete = []
+
+    def _delivered(self, msg: OutboxMessage) -> None:
+        self.health.output_ok()
+        if self.backoff.pending and not self._retry:
+            self.backoff.reset()
+        self._count_published(msg)
+        if msg.id is None:
+            self._unstored_in_flight -= 1
+        else:
+            self._to_delete.append(msg.id)  # leaves _in_flight once deleted
+
+    def _forget(self, msg: OutboxMessage) -> None:
+        if msg.id is None:
+            self._unstored_in_flight -= 1
+        else:
+            self._in_flight.pop(msg.id, None)
+
+    def _too_large(self, msg: OutboxMessage) -> None:
+        """A dead letter (which carries the input record) too large for the broker is sent cut
+        to ``max_event_bytes`` and flagged; anything else that large can never be published."""
+        truncated = any(k == _TRUNCATED[0][0] for k, _ in msg.headers)
+        if msg.topic == self.settings.dlq_topic and not truncated:
+            self._forget(msg)
+            value = (msg.value or b"")[: self.settings.max_event_bytes]
+            self._send(replace(msg, value=value, headers=(*msg.headers, *_TRUNCATED)))
+            return
+        log.error(
+            "record for %s refused as too large (%d bytes); dropped from the outbox",
+            msg.topic,
+            len(msg.value or b""),
+        )
+        self.metrics.errors.labels(component="broker").inc()
+        self._forget(msg)
+        if msg.id is not None:
+            self._to_delete.append(msg.id)
+
+    def _read_back(self) -> None:
+        """Send the outbox rows of owned partitions that are not in flight yet."""
+        partitions = list(self.owned())
+        waiting = {m.id for m in list(self._inbox)} | {m.id for m in list(self._retry)}
+        after = 0
+        for _ in range(RESYNC_MAX_PAGES):
+            try:
+                rows = self.store.pending_outbox(partitions, RESYNC_PAGE, after_id=after)
+            except StoreError as exc:
+                log.warning("outbox read-back skipped (retrying): %s", exc)
+                self.backoff.fail(time.monotonic())
+                return
+            fresh = [m for m in rows if m.id not in self._in_flight and m.id not in waiting]
+            if fresh:
+                log.info("relaying %d outbox messages", len(fresh))
+            for msg in fresh:
+                self._send(msg)
+            if len(rows) < RESYNC_PAGE:
+                self._resync_wanted = False
+                return
+            after = rows[-1].id or after
 
     def _count_published(self, msg: OutboxMessage) -> None:
         if msg.topic == self.settings.recs_topic:
@@ -155,4 +267,9 @@ class OutboxRelay:
                 )
         else:
             reason = dict(msg.headers).get(HEADER_ERROR, b"unknown").decode()
-            self.metrics.dead_letters.labels(reason=reason, topic=self.settings.events_topic).inc()
+            source = dict(msg.headers).get("x-source-topic", b"").decode()
+            topic = source if source in (self.settings.items_topic,) else self.settings.events_topic
+            self.metrics.dead_letters.labels(reason=reason, topic=topic).inc()
+
+
+_TRUNCATED = (("x-streamrec-truncated", b"true"),)

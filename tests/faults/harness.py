@@ -56,6 +56,7 @@ class World:
     db_url: str  # what workers connect to (maybe a proxy)
     check_db_url: str  # what the test reads
     producer_bootstrap: str = ""
+    output_bootstrap: str = ""  # where the output topics live, when not on the input broker
     partitions: int = 4
     worker_env: dict[str, str] = field(default_factory=dict)
     workers: list[WorkerProc] = field(default_factory=list)
@@ -369,7 +370,7 @@ def check_exactly_once(world: World, valid: Sequence[Event]) -> Outcome:
     expected = fold_events(valid, HISTORY_MAX_LEN)
     ids = {e.event_id for e in valid}
     recs = read_topic(
-        world.producer_bootstrap or world.bootstrap,
+        world.output_bootstrap or world.producer_bootstrap or world.bootstrap,
         world.topic("recs"),
         lambda got: len(distinct_event_ids(got)) >= len(ids),
     )

@@ -14,10 +14,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from harness import DbProbe, Stream, World, check_exactly_once, make_events, records_of, report
+from harness import (
+    DbProbe,
+    Stream,
+    World,
+    check_exactly_once,
+    make_events,
+    records_of,
+    report,
+    wait_until,
+)
 from tcpproxy import TcpProxy
 
 from streamrec.io.broker import broker_command, free_port, wait_for_port
+from streamrec.io.clients import create_topics
+from streamrec.ops.settings import load_settings
 from streamrec.ranking.modelfiles import read_model_dir
 
 pytestmark = pytest.mark.broker
@@ -105,3 +116,84 @@ def test_database_outage_mid_stream(make_world: Callable[..., World]) -> None:
         recovery, (outcome, metrics) = _outage(world, proxy.down, proxy.up, 10.0, "database")
     assert metrics[("streamrec_errors_total", (("component", "store"),))] >= 1
     report("4 database outage", "postgresql", outcome, "proxy cuts PostgreSQL 10 s", recovery)  # type: ignore[arg-type]
+
+
+def _output_world(make_world: Callable[..., World], proxy: TcpProxy, **env: str) -> World:
+    """Input on the shared broker; output (recommendations, dead letters) on the proxied one."""
+    output = f"127.0.0.1:{proxy.port}"
+    world = make_world("sqlite", STREAMREC_OUTPUT_BOOTSTRAP_SERVERS=output, **env)
+    world.output_bootstrap = output
+    out = world.settings()
+    create_topics(
+        load_settings(bootstrap_servers=output, metrics_port=0),
+        [out.recs_topic, out.dlq_topic],
+        world.partitions,
+    )
+    return world
+
+
+def test_output_outage_keeps_the_group_and_loses_nothing(
+    make_world: Callable[..., World], proxied_broker: TcpProxy
+) -> None:
+    """Scenario 10: the output broker goes away while input keeps flowing (backpressure)."""
+    world = _output_world(make_world, proxied_broker, STREAMREC_OUTBOX_MAX_PENDING="300")
+    items = read_model_dir(world.model_dir).item_ids
+    events = make_events(3000, items, world.tag)
+    distinct = len({e.event_id for e in events})
+    probe = DbProbe(world)
+    worker = world.start_worker("w0")
+    claimed = probe.generations()
+    with Stream(world.producer_bootstrap, world.topic("events"), records_of(events), rate=300):
+        probe.wait_applied(distinct // 4, 120, [worker])
+        proxied_broker.down()
+        cut_at = time.monotonic()
+        wait_until(lambda: worker.readyz() == 503, 30, "/readyz stayed 200 without an output")
+        while time.monotonic() - cut_at < 12.0:  # longer than the producer's delivery timeout
+            assert worker.proc.poll() is None, worker.log_tail()
+            time.sleep(0.2)
+        metrics = worker.metrics()
+        assert metrics[("streamrec_outbox_pending_messages", ())] >= 300, (
+            "the backlog is not reported"
+        )
+        assert worker.readyz() == 503
+        stalled = probe.applied()
+        time.sleep(2.0)  # input keeps arriving, but the bounded backlog holds consumption
+        assert probe.applied() == stalled, "consumption went on past the backlog bound"
+        assert probe.outbox() >= 300, "rows waiting for the output are not in the outbox"
+        proxied_broker.up()
+        start = time.monotonic()
+        probe.wait_applied(stalled + 1, 120, [worker])
+        recovery = [time.monotonic() - start]
+    probe.wait_done(distinct, 180, [worker])
+    outcome = check_exactly_once(world, events)
+    assert probe.generations() == claimed, "the worker left its group (partitions re-claimed)"
+    code, seconds = worker.terminate()
+    assert code == 0 and seconds < 10, (code, seconds, worker.log_tail())
+    probe.close()
+    report("10 output outage", "sqlite", outcome, "proxy cuts the output broker 12 s", recovery)
+
+
+def test_sigterm_with_the_output_down_exits_in_time_and_loses_nothing(
+    make_world: Callable[..., World], proxied_broker: TcpProxy
+) -> None:
+    """Scenario 11: SIGTERM while the output broker is away; the restart publishes the rest."""
+    world = _output_world(make_world, proxied_broker)
+    items = read_model_dir(world.model_dir).item_ids
+    events = make_events(1500, items, world.tag)
+    distinct = len({e.event_id for e in events})
+    probe = DbProbe(world)
+    worker = world.start_worker("w0")
+    with Stream(world.producer_bootstrap, world.topic("events"), records_of(events), rate=0):
+        probe.wait_applied(distinct // 3, 120, [worker])
+        proxied_broker.down()
+        wait_until(lambda: worker.readyz() == 503, 30, "/readyz stayed 200 without an output")
+        code, seconds = worker.terminate()
+    assert code == 0 and seconds < 10, (code, seconds, worker.log_tail())
+    assert probe.outbox() > 0, "nothing was left to publish: the test proves nothing"
+    proxied_broker.up()
+    restarted = world.start_worker("w1")  # every event may be applied already: wait for ready
+    probe.wait_done(distinct, 180, [restarted])
+    wait_until(lambda: probe.outbox() == 0, 60, "the outbox was not relayed after the restart")
+    outcome = check_exactly_once(world, events)
+    probe.close()
+    report("11 SIGTERM, output down", "sqlite", outcome, "SIGTERM during an output cut", [seconds])
