@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
+from needs import require_module
 
 from streamrec.io.broker import EmbeddedBroker
 from streamrec.ops.settings import Settings, load_settings
@@ -35,7 +36,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small SASRec model trained on simulated traffic and exported to ONNX."""
-    pytest.importorskip("torch")
+    require_module("torch")
     from streamrec.io.simulate import SimConfig, Simulator
     from streamrec.io.traffic import write_events
     from streamrec.training.train import TrainConfig, train_file

@@ -41,6 +41,7 @@ from streamrec.errors import BadEvent
 
 DEFAULT_MAX_BYTES = 65536
 DEFAULT_MAX_ID_LEN = 256
+FLOAT32_MAX = 3.4028234663852886e38
 MAX_TS_MS = 2**53  # exact in JSON doubles, and far beyond any real clock
 
 
@@ -166,6 +167,8 @@ def _get_vector(obj: Mapping[str, Any]) -> tuple[float, ...] | None:
             raise BadEvent("wrong_type", "vector must hold finite numbers") from None
         if not math.isfinite(number):
             raise BadEvent("wrong_type", "vector must hold finite numbers")
+        if abs(number) > FLOAT32_MAX:  # the index stores float32: it would become inf
+            raise BadEvent("bad_vector", "vector values must fit in float32 (|x| <= 3.4e38)")
         out.append(number)
     return tuple(out)
 
@@ -227,7 +230,15 @@ def encode_catalog(op: CatalogOp) -> bytes:
 
 
 def encode_recommendation(rec: Recommendation) -> bytes:
-    """Serialize a recommendation for the output topic."""
+    """Serialize a recommendation for the output topic.
+
+    Raises:
+        ValueError: a score or propensity is not finite (NaN or infinite): no JSON parser in
+            other languages accepts those, so such a list is never published.
+    """
+    for it in rec.items:
+        if not (math.isfinite(it.score) and math.isfinite(it.propensity)):
+            raise ValueError(f"non-finite score or propensity for item slot of {rec.rec_id}")
     return orjson.dumps(
         {
             "rec_id": rec.rec_id,

@@ -3,6 +3,12 @@
 Every worker needs the whole catalog, so the catalog is read outside the consumer group: all
 partitions assigned, from the beginning, at every start (treat the topic as compacted by
 item_id). Upserts add or update items (searchable when applied); deletes hide them.
+
+The index counts as refreshed (``streamrec_index_refresh_age_seconds`` starts again from 0)
+only when the follower has proof that it holds the whole catalog: a poll returned records, or
+a check of the topic's end offsets (every ``CHECK_INTERVAL_S``, bounded by
+``CHECK_TIMEOUT_MS``) found it at the end. With the catalog's broker unreachable the age
+grows, and its alert can fire.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from streamrec.ranking.index import ItemIndex
 from streamrec.state.batch import OutboxMessage
 
 log = logging.getLogger(__name__)
+
+CHECK_INTERVAL_S = 5.0
+CHECK_TIMEOUT_MS = 1000
 
 
 def apply_catalog_op(index: ItemIndex, op: CatalogOp) -> None:
@@ -61,6 +70,8 @@ class CatalogFollower:
         self.dead_letter = dead_letter
         self.consumer = make_consumer(settings, group=False)
         self.partitions = self._assign()
+        self.on_fresh: Callable[[], None] = lambda: None
+        self._check_due = 0.0
 
     def _assign(self) -> list[TopicPartition]:
         topic = self.settings.items_topic
@@ -94,10 +105,12 @@ class CatalogFollower:
     def poll(self, timeout_ms: int = 0) -> int:
         """Apply the catalog records available now, at most ``catalog_batch_max_records``."""
         if not self.partitions:
+            self.on_fresh()  # no catalog topic: the model's items are the whole catalog
             return 0
         n = 0
         limit = self.settings.catalog_batch_max_records
-        for batch in self.consumer.poll(timeout_ms=timeout_ms, max_records=limit).values():
+        polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=limit)
+        for batch in polled.values():
             for rec in batch:
                 n += 1
                 try:
@@ -112,7 +125,29 @@ class CatalogFollower:
                     self._dead_letter(rec, bad.reason, bad.detail)
                 except ItemIndexError as exc:
                     self._dead_letter(rec, "bad_vector", str(exc))
+        if n:
+            self.on_fresh()
+        else:
+            self._check_fresh()
         return n
+
+    def _check_fresh(self) -> None:
+        """Every ``CHECK_INTERVAL_S``: at the end of every partition means fresh."""
+        now = time.monotonic()
+        if now < self._check_due:
+            return
+        self._check_due = now + CHECK_INTERVAL_S
+        try:
+            ends = self.consumer.end_offsets(self.partitions, timeout_ms=CHECK_TIMEOUT_MS)
+            at_end = all(
+                self.consumer.position(tp, timeout_ms=CHECK_TIMEOUT_MS) >= ends[tp]
+                for tp in self.partitions
+            )
+        except Exception as exc:  # an unreachable broker: not fresh; the age grows
+            log.debug("catalog freshness not checked: %s", type(exc).__name__)
+            return
+        if at_end:
+            self.on_fresh()
 
     def _dead_letter(self, rec: Any, reason: str, detail: str) -> None:
         headers = dead_letter_headers(reason, detail, rec.topic, rec.partition, rec.offset)

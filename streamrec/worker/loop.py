@@ -54,6 +54,8 @@ from streamrec.worker.step import BatchStats, Pipeline, Record
 
 log = logging.getLogger(__name__)
 
+DB_PING_INTERVAL_S = 2.0  # /readyz pings the database at most this often
+
 
 def before_commit(write: BatchWrite) -> None:
     """Called just before the database commit (step 4); does nothing.
@@ -143,6 +145,8 @@ class Worker:
         self._paused_for_output = False
         self._db_backoff = Backoff()
         self._poll_backoff = Backoff(initial_s=0.1, max_s=1.0)
+        self._db_pinged_at = -DB_PING_INTERVAL_S
+        self._db_answers = True
         self.producer: KafkaProducer | None = None
         self.consumer: KafkaConsumer | None = None
         self.catalog: CatalogFollower | None = None
@@ -200,6 +204,7 @@ class Worker:
         )
         self.catalog.catch_up()
         self.metrics.index_refreshed()
+        self.catalog.on_fresh = self.metrics.index_refreshed
         self.consumer = make_consumer(self.settings)
         self.consumer.subscribe([self.settings.events_topic], listener=_Listener(self))
 
@@ -219,7 +224,10 @@ class Worker:
                 log.warning("closing a Kafka client failed: %s", type(exc).__name__)
 
     def ready(self) -> tuple[bool, str]:
-        """Readiness for /readyz: partitions assigned, model loaded, database reachable."""
+        """Readiness for /readyz: database answering, brokers reachable, partitions assigned,
+        output keeping up (the model is loaded before the server starts)."""
+        if not self._database_answers():
+            return False, "database unreachable (ping failed)"
         consumer = self.consumer
         output = OutputView(
             self.relay.backlog(), self.relay.oldest_unacked_s(), self._paused_for_output
@@ -230,6 +238,14 @@ class Worker:
             self.model.files.meta.version,
             output,
         )
+
+    def _database_answers(self) -> bool:
+        """A ping of the database, at most every ``DB_PING_INTERVAL_S`` (probes may be frequent)."""
+        now = time.monotonic()
+        if now - self._db_pinged_at >= DB_PING_INTERVAL_S:
+            self._db_pinged_at = now
+            self._db_answers = self.store.ping()
+        return self._db_answers
 
     # -- rebalance ---------------------------------------------------------------------------
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
@@ -256,7 +272,6 @@ class Worker:
         assert self.consumer is not None and self.catalog is not None
         try:
             self.catalog.poll()
-            self.metrics.index_refreshed()
         except KafkaError as exc:
             self.health.broker_failed(f"catalog poll: {type(exc).__name__}")
         try:

@@ -143,7 +143,14 @@ class Pipeline:
         lists = self._recommend(snapshots, stats)
         now_ms = int(self.clock() * 1000)
         for (rec, event, state), items in zip(snapshots, lists, strict=True):
-            write.messages.append(self._rec_message(rec, event, items, now_ms))
+            try:
+                write.messages.append(self._rec_message(rec, event, items, now_ms))
+            except ValueError as exc:  # a non-finite score: never published (README)
+                bad = BadEvent("bad_score", str(exc))
+                write.messages.append(self._dead_letter(rec, bad))
+                stats.dead_letters[bad.reason] += 1
+                stats.outcomes[(event.type, "dead_letter")] += 1
+                continue
             stats.outcomes[(event.type, "recommended")] += 1
             stats.recommended.append(
                 RecObservation(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from harness import World
+from needs import require_module, unavailable
 
 from streamrec.io.broker import EmbeddedBroker
 from streamrec.io.clients import ensure_topics
@@ -37,14 +38,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 def pg_database() -> Iterator[Callable[[], str]]:
     """Creates fresh PostgreSQL databases (dropped WITH (FORCE) at the end); returns the URL."""
-    psycopg = pytest.importorskip("psycopg")
+    psycopg = require_module("psycopg")
     names: list[str] = []
 
     def create() -> str:
         try:
             admin = psycopg.connect(PG, autocommit=True)
         except Exception as exc:  # no server for this run
-            pytest.skip(f"PostgreSQL not reachable: {type(exc).__name__}")
+            unavailable(f"PostgreSQL not reachable: {type(exc).__name__}")
         name = f"streamrec_faults_{uuid.uuid4().hex[:12]}"
         with admin:
             admin.execute(f'CREATE DATABASE "{name}"')

@@ -80,6 +80,7 @@ def _outage(
             time.sleep(0.2)
         assert worker.readyz() == 503, f"/readyz stayed ready while the {what} was down"
         assert probe.applied() == during, f"events applied while the {what} was down"
+        age = worker.metrics()[("streamrec_index_refresh_age_seconds", ())]
         heal()
         start = time.monotonic()
         probe.wait_applied(during + 1, 120, [worker])
@@ -89,6 +90,7 @@ def _outage(
     worker.wait_ready(30)
     metrics = worker.metrics()
     probe.close()
+    metrics[("cut_refresh_age", ())] = age  # type: ignore[index]
     return recovery, (outcome, metrics)
 
 
@@ -106,6 +108,8 @@ def test_broker_link_cut_mid_stream(
         world, proxied_broker.down, proxied_broker.up, 8.0, "broker", rate=0
     )
     assert metrics[("streamrec_errors_total", (("component", "broker"),))] >= 1
+    # the catalog is on the cut broker too: the index's refresh age must grow, not stay at 0
+    assert metrics[("cut_refresh_age", ())] >= 5.0, "index refresh age did not age in the cut"
     report("3 broker link cut", "sqlite", outcome, "proxy cuts broker 8 s", recovery)  # type: ignore[arg-type]
 
 

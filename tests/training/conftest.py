@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from needs import require_module
 
 from .synthetic import TINY, planted_sequences
 
@@ -12,7 +13,7 @@ from .synthetic import TINY, planted_sequences
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny model trained briefly on the planted ring data, exported with int8."""
-    pytest.importorskip("torch")
+    require_module("torch")
     from streamrec.training.export import export_model_dir
     from streamrec.training.train import TrainConfig, train
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from needs import require_module
 
 from streamrec.training.cli import evaluate, train
 
@@ -51,7 +52,7 @@ def test_usage_errors(data_file: Path, tmp_path: Path) -> None:
 
 
 def test_train_then_evaluate(data_file: Path, tmp_path: Path) -> None:
-    pytest.importorskip("torch")
+    require_module("torch")
     out = tmp_path / "model"
     args = ["--data", str(data_file), "--out", str(out), "--holdout", "2", "--epochs", "3"]
     result = CliRunner().invoke(train, [*args, "--max-len", "8", "--dim", "16", "--quiet"])

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from needs import require_module
 
 from streamrec.errors import ModelError
 
 from .synthetic import TINY
 
-torch = pytest.importorskip("torch")
-ort = pytest.importorskip("onnxruntime")
+torch = require_module("torch")
+ort = require_module("onnxruntime")
 
 from streamrec.training.export import export_model_dir, onnx_bytes  # noqa: E402
 from streamrec.training.model import ModelConfig, SASRec, UserEncoder  # noqa: E402

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
+from needs import require_module
 
 from streamrec.training.baselines import popularity_scorer
 from streamrec.training.data import training_sequences
@@ -29,7 +29,7 @@ def test_planted_successor_is_learned(tiny_model_dir: Path) -> None:
 
 
 def test_training_is_deterministic_for_a_seed() -> None:
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch")
     from streamrec.training.train import TrainConfig, train
 
     data = planted_sequences(users=60)

@@ -391,3 +391,19 @@ def test_encode_recommendation_contract() -> None:
     ]
     assert obj["model_version"] == "v7"
     assert obj["generated_at"] == 1234
+
+
+def test_vector_values_beyond_float32_are_bad_vectors() -> None:
+    # finite as a double, but the index stores float32, where 1e39 would become inf
+    raw = b'{"item_id":"i9","op":"upsert","ts":5,"vector":[1.0,1e39]}'
+    assert _reason(decode_catalog, raw).reason == "bad_vector"
+    assert decode_catalog(b'{"item_id":"i9","op":"upsert","ts":5,"vector":[3.4e38]}').vector
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_non_finite_score_is_never_encoded(bad: float) -> None:
+    rec = Recommendation("r", "u", "e", (RecItem("i", bad),), "v", 1)
+    with pytest.raises(ValueError, match="non-finite"):
+        encode_recommendation(rec)
+    with pytest.raises(ValueError, match="non-finite"):
+        encode_recommendation(Recommendation("r", "u", "e", (RecItem("i", 1.0, bad),), "v", 1))

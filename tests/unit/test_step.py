@@ -373,3 +373,33 @@ def test_encoder_ranking_counts_encoder_slots_and_tells_new_items_apart() -> Non
         [_Records().event(_ev("e1", "u1", "i1"))], MemoryStateReader(), {0: 1}
     )
     assert stats.slots == {("encoder", "trained"): K}
+
+
+class _NanEncoder(MeanEncoder):
+    """An encoder gone wrong: every user vector is NaN."""
+
+    def encode(self, histories: Any) -> Any:
+        out = super().encode(histories)
+        out[:] = float("nan")
+        return out
+
+
+def test_a_non_finite_score_is_dead_lettered_never_published() -> None:
+    pipeline = Pipeline(
+        _settings(),
+        _NanEncoder(DIM, max_len=20),
+        random_index(N_ITEMS, DIM, seed=1),
+        model_version="v-test",
+        clock=FakeClock(1_700_000_000.5),
+    )
+    records = _Records()
+    write, stats = pipeline.process(
+        [records.event(_ev("e1", "u1", "i1"))], MemoryStateReader(), {0: 1}
+    )
+    assert _recs(write.messages) == []
+    (dead,) = _dlq(write.messages)
+    assert dict(dead.headers)["x-streamrec-error"] == b"bad_score"
+    assert stats.dead_letters["bad_score"] == 1
+    assert write.users["u1"].history == ("i1",), "the event is applied all the same"
+    for msg in write.messages:
+        json.loads(msg.value or b"{}")  # whatever is written is strict JSON
