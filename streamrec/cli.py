@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -55,23 +54,36 @@ cli.add_command(ope)
 @cli.command()
 @click.option("--port", default=9092, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--host", default="127.0.0.1", show_default=True)
-def broker(port: int, host: str) -> None:
-    """Run the embedded, memory-only Kafka-compatible broker in the foreground."""
-    import subprocess
+@click.option(
+    "--durable",
+    is_flag=True,
+    help="keep the data in S3 (a local moto server, pip install 'moto[server]') instead of "
+    "memory, so that the broker survives kill -9 and restarts with every record",
+)
+@click.option("--s3-endpoint", help="use this S3-compatible server (bucket 'streamrec') instead")
+def broker(port: int, host: str, durable: bool, s3_endpoint: str | None) -> None:
+    """Run the embedded Kafka-compatible broker in the foreground (memory only by default)."""
+    from streamrec.io.broker import EmbeddedBroker
 
-    from streamrec.io.broker import broker_command
-
+    embedded = EmbeddedBroker(port, host, durable=durable, s3_endpoint=s3_endpoint)
     try:
-        cmd = broker_command(port, host)
+        embedded.start()
     except StreamrecError as exc:
         raise _fail(exc) from None
-    click.echo(f"embedded broker on {host}:{port} (memory only; Ctrl-C stops it)", err=True)
-    proc = subprocess.Popen(cmd)
+    if embedded.durable:
+        where = s3_endpoint or "a local S3 server (moto) started beside it"
+        kept = f"data kept in S3 at {where}: survives a broker crash, not the S3 server's stop"
+    else:
+        kept = "memory only"
+    click.echo(f"embedded broker on {host}:{port} ({kept}; Ctrl-C stops it)", err=True)
+    stop = threading.Event()
+    install_stop_handlers(stop)
     try:
-        sys.exit(proc.wait())
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(timeout=10)
+        while not stop.wait(1.0):
+            if not embedded.running():
+                raise click.ClickException("the embedded broker exited")
+    finally:
+        embedded.stop()
 
 
 def _settings_options(func: Callable[..., Any]) -> Callable[..., Any]:

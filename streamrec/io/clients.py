@@ -67,6 +67,11 @@ def make_producer(settings: Settings) -> KafkaProducer:
             client_id=settings.client_id,
             acks="all",
             retries=5,
+            # not idempotent: on a broker whose idempotence is incomplete (the embedded one), a
+            # retried batch answered DUPLICATE_SEQUENCE_NUMBER after a broker crash counts as
+            # delivered although the broker lost it; we need no broker-side dedupe anyway
+            # (output is at least once, deduplicated by rec_id)
+            enable_idempotence=False,
             linger_ms=linger_ms,
             delivery_timeout_ms=settings.publish_timeout_ms,
             request_timeout_ms=min(30000, max(100, settings.publish_timeout_ms - linger_ms)),

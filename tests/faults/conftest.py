@@ -77,7 +77,7 @@ def make_world(
         **worker_env: str,
     ) -> World:
         if db == "sqlite":
-            url = f"sqlite:///{tmp_path / 'state.db'}"
+            url = f"sqlite:///{tmp_path / f'state-{len(worlds)}.db'}"  # one per world
             check = url
         else:
             name = pg_database()
