@@ -7,12 +7,25 @@
     ├── BadEvent              an input record is invalid; carries a short ``reason`` code
     ├── ModelError            a model directory is missing, inconsistent or fails to load
     ├── StoreError            the database failed or holds something unexpected
-    │   └── FencedError       this worker lost ownership of a partition (stale generation)
+    │   ├── FencedError       this worker lost ownership of a partition (stale generation)
+    │   └── ConflictError     a batch raced another writer (user version, duplicate key)
     ├── ItemIndexError        the item index rejected an operation
     └── BrokerError           the Kafka broker cannot be reached or refused a request
 
 Errors on input data never escape the worker: ``BadEvent`` is turned into a dead-letter
 record. The others stop or pause the worker with a clear message.
+
+A failed ``Store.commit_batch`` wrote nothing, and its error says what to do next:
+
+- ``FencedError``: only when a partition's guarded offset update matched no row (another
+  worker claimed it since): drop the partitions, never retry the batch.
+- ``ConflictError``: the batch raced another writer: a user row changed since it was read
+  (optimistic version), a "new" user was inserted meanwhile, an event id was applied
+  meanwhile (any other integrity error), or the database aborted the transaction as a
+  deadlock or serialization failure. The partitions are still ours: re-read (dedupe, users)
+  and rebuild the batch from the same records, then commit again.
+- any other ``StoreError``: the database failed (unreachable, timeout, out of range); back
+  off and re-read from the stored offsets.
 """
 
 from __future__ import annotations
@@ -50,6 +63,10 @@ class StoreError(StreamrecError):
 
 class FencedError(StoreError):
     """This worker's generation for a partition is stale: another worker owns it now."""
+
+
+class ConflictError(StoreError):
+    """The batch raced another writer; re-read and retry it (nothing was written)."""
 
 
 class ItemIndexError(StreamrecError):

@@ -211,7 +211,8 @@ class Metrics:
         )
         self.errors = Counter(
             "streamrec_errors_total",
-            "Errors the worker recovered from, by component (broker, store, fenced, lag).",
+            "Errors the worker recovered from, by component "
+            "(broker, store, conflict, fenced, lag).",
             ["component"],
             registry=r,
         )

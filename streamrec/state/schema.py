@@ -16,11 +16,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 ID = String(256)
 metadata = MetaData()
 
+# ``version`` (revision 0003) is the optimistic lock: every update of a row is guarded by the
+# version its batch read and bumps it by one; rows start at 0.
 users = Table(
     "users",
     metadata,
@@ -29,6 +32,7 @@ users = Table(
     Column("purchased", Text, nullable=False),
     Column("n_events", Integer, nullable=False),
     Column("last_ts", BigInteger, nullable=False),
+    Column("version", Integer, nullable=False, server_default=text("0")),
 )
 # One row per applied event: the dedupe key, and (since revision 0002) the event itself, which
 # the worker reads back to restore its in-memory stream state. Rows written before 0002 have

@@ -4,9 +4,14 @@ Exactly-once state comes from here, not from Kafka: one transaction per batch wr
 new states, the applied events (their ids dedupe; item, type and time restore the fused
 ranking's stream state, ``recent_events``), the output messages (outbox) and the next offsets
 of the batch's partitions. The offset write is guarded by the partition's generation, which
-every new owner bumps when it is assigned the partition: a worker that lost the partition fails
-its transaction with ``FencedError`` and writes nothing. The tables are in
-``streamrec.state.schema``.
+every new owner bumps when it is assigned the partition (one atomic ``UPDATE ... SET
+generation = generation + 1 ... RETURNING`` per partition, so two claimants never share a
+generation): a worker that lost the partition fails its transaction with ``FencedError`` and
+writes nothing. User rows are guarded by their ``version`` (optimistic locking): a batch
+updates a user only if the row still has the version the batch read, and inserts a user only
+if no row exists; otherwise (or on any other duplicate key: an event id applied meanwhile) the
+transaction fails with ``ConflictError`` and writes nothing, whatever the partitioning. The
+tables are in ``streamrec.state.schema``.
 """
 
 from __future__ import annotations
@@ -18,26 +23,45 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, create_engine, delete, event, insert, select, update
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy import (
+    Integer,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    exists,
+    insert,
+    literal,
+    null,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.sql.expression import Executable
 
 from streamrec.core.events import EVENT_TYPES, Event
 from streamrec.core.history import UserState
-from streamrec.errors import FencedError, StoreError
-from streamrec.state.batch import AppliedEvent, BatchWrite, OutboxMessage
-from streamrec.state.schema import applied_events, outbox, partition_offsets, users
+from streamrec.errors import ConflictError, FencedError, StoreError
+from streamrec.state.batch import AppliedEvent, BatchWrite, OutboxMessage, UserStates
+from streamrec.state.schema import ID, applied_events, outbox, partition_offsets, users
 
+# An update of a user row: only from the version the batch read, and bumping it.
 _UPDATE_USER = (
     update(users)
-    .where(users.c.user_id == bindparam("uid"))
+    .where((users.c.user_id == bindparam("uid")) & (users.c.version == bindparam("read_version")))
     .values(
         history=bindparam("history"),
         purchased=bindparam("purchased"),
         n_events=bindparam("n_events"),
         last_ts=bindparam("last_ts"),
+        version=users.c.version + 1,
     )
 )
+# SQLSTATEs of a transaction the server aborted because it raced another one (PostgreSQL):
+# serialization failure, deadlock detected. Retrying the batch is the remedy.
+_RACE_SQLSTATES = frozenset({"40001", "40P01"})
 
 
 def _migrations_dir() -> Path:
@@ -59,9 +83,8 @@ def _decode_headers(text: str) -> tuple[tuple[str, bytes], ...]:
     return tuple((k, v.encode("latin-1")) for k, v in json.loads(text))
 
 
-def _user_row(user_id: str, st: UserState) -> dict[str, Any]:
+def _user_values(st: UserState) -> dict[str, Any]:
     return {
-        "user_id": user_id,
         "history": json.dumps(list(st.history)),
         "purchased": json.dumps(list(st.purchased)),
         "n_events": st.n_events,
@@ -146,53 +169,55 @@ class Store:
     def claim_partitions(
         self, topic: str, partitions: Iterable[int]
     ) -> dict[int, tuple[int, int | None]]:
-        """Take ownership of partitions: bump their generations.
+        """Take ownership of partitions: bump their generations, atomically.
+
+        Per partition, a row is inserted at generation 0 unless one exists (an insert that
+        cannot fail on a concurrent twin), then ``generation = generation + 1`` is updated and
+        returned by the same statement; the database serializes the updates of a row, so
+        concurrent claimants (threads, processes, workers) always get distinct generations.
+        All partitions are claimed in one transaction, in partition order.
 
         Returns:
             partition -> (our generation, stored next offset or None when never written).
         """
         out: dict[int, tuple[int, int | None]] = {}
-        key = partition_offsets.c
         try:
             with self.engine.begin() as conn:
-                for p in sorted(partitions):
-                    where = (
-                        (key.group_id == self.group_id)
-                        & (key.topic == topic)
-                        & (key.partition == p)
-                    )
-                    row = conn.execute(
-                        select(key.generation, key.next_offset).where(where).with_for_update()
-                    ).first()
-                    if row is None:
-                        conn.execute(
-                            insert(partition_offsets).values(
-                                group_id=self.group_id,
-                                topic=topic,
-                                partition=p,
-                                next_offset=None,
-                                generation=1,
-                            )
-                        )
-                        out[p] = (1, None)
-                    else:
-                        conn.execute(
-                            update(partition_offsets).where(where).values(generation=row[0] + 1)
-                        )
-                        out[p] = (row[0] + 1, row[1])
+                for p in sorted(set(partitions)):
+                    out[p] = self._claim_one(conn, topic, p)
         except SQLAlchemyError as exc:
             raise StoreError(f"claiming partitions failed: {type(exc).__name__}") from exc
         return out
 
-    def load_users(self, user_ids: Iterable[str]) -> dict[str, UserState]:
-        """Current states of the given users (absent users are left out)."""
+    def _claim_one(self, conn: Connection, topic: str, partition: int) -> tuple[int, int | None]:
+        key = partition_offsets.c
+        where = (
+            (key.group_id == self.group_id) & (key.topic == topic) & (key.partition == partition)
+        )
+        conn.execute(_insert_offsets_row(conn.dialect.name, self.group_id, topic, partition))
+        bump = update(partition_offsets).where(where).values(generation=key.generation + 1)
+        if conn.dialect.update_returning:
+            row = conn.execute(bump.returning(key.generation, key.next_offset)).one()
+        else:  # the UPDATE holds the row's write lock until commit: this read is still ours
+            conn.execute(bump)
+            row = conn.execute(select(key.generation, key.next_offset).where(where)).one()
+        return int(row[0]), None if row[1] is None else int(row[1])
+
+    def load_users(self, user_ids: Iterable[str]) -> UserStates:
+        """Current states of the given users (absent users are left out).
+
+        Returns:
+            user -> state, a dict whose ``versions`` maps each user to its row's version (the
+            guard of the batch that writes the new state: ``BatchWrite.user_versions``).
+        """
         ids = sorted(set(user_ids))
-        out: dict[str, UserState] = {}
+        out = UserStates()
         try:
             with self.engine.connect() as conn:
                 for chunk in _chunks(ids, 500):
                     for row in conn.execute(select(users).where(users.c.user_id.in_(chunk))):
                         out[row.user_id] = _user_state(row)
+                        out.versions[row.user_id] = int(row.version)
         except SQLAlchemyError as exc:
             raise StoreError(f"loading users failed: {type(exc).__name__}") from exc
         return out
@@ -215,10 +240,26 @@ class Store:
     def commit_batch(self, batch: BatchWrite) -> list[OutboxMessage]:
         """Write a batch in one transaction; return its outbox messages with their ids.
 
+        The users in ``batch.user_versions`` are updated, each only from the version read
+        (and bumped by one); the other users of the batch are inserted as new, at version 0.
+
         Raises:
-            FencedError: a partition of the batch has a newer owner; nothing was written.
+            FencedError: only when a partition's generation-guarded offset update matched no
+                row: the partition has a newer owner (or was never claimed). Drop it; nothing
+                was written.
+            ConflictError: the batch raced another writer: a user row changed since it was
+                read, a new user's row exists, an event id was applied meanwhile (any other
+                integrity error), or the server aborted the transaction as a deadlock or a
+                serialization failure. Re-read and rebuild the batch, then retry; nothing was
+                written.
             StoreError: the database failed; nothing was written.
+            ValueError: ``batch.existing_users`` names users without a read version.
         """
+        unversioned = batch.existing_users - batch.user_versions.keys()
+        if unversioned:
+            raise ValueError(
+                f"{len(unversioned)} existing users have no read version in user_versions"
+            )
         key = partition_offsets.c
         stored: list[OutboxMessage] = []
         try:
@@ -241,24 +282,41 @@ class Store:
                         insert(applied_events),
                         [_applied_row(a) for a in batch.applied],
                     )
+                # in user order: concurrent batches lock shared rows in the same order
+                written = sorted(batch.users.items())
+                read = batch.user_versions
                 new = [
-                    _user_row(u, s) for u, s in batch.users.items() if u not in batch.existing_users
+                    {"user_id": u, **_user_values(s), "version": 0}
+                    for u, s in written
+                    if u not in read
                 ]
-                old = [_user_row(u, s) for u, s in batch.users.items() if u in batch.existing_users]
+                old = [
+                    {"uid": u, "read_version": read[u], **_user_values(s)}
+                    for u, s in written
+                    if u in read
+                ]
+                if old:
+                    res = conn.execute(_UPDATE_USER, old)
+                    if res.rowcount != len(old):
+                        raise ConflictError(
+                            f"{len(old) - res.rowcount} of {len(old)} users changed since read"
+                        )
                 if new:
                     conn.execute(insert(users), new)
-                if old:
-                    conn.execute(_UPDATE_USER, [{"uid": r.pop("user_id"), **r} for r in old])
                 if batch.messages:
                     ids = conn.execute(
                         insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True),
                         [_outbox_row(m) for m in batch.messages],
                     ).scalars()
                     stored = [_with_id(m, int(i)) for m, i in zip(batch.messages, ids, strict=True)]
-        except FencedError:
+        except StoreError:  # FencedError, ConflictError: raised above, rolled back
             raise
-        except IntegrityError as exc:
-            raise FencedError(f"concurrent write detected: {type(exc.orig).__name__}") from exc
+        except IntegrityError as exc:  # a duplicate key: written by another writer meanwhile
+            raise ConflictError(f"concurrent write detected: {type(exc.orig).__name__}") from exc
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) in _RACE_SQLSTATES:
+                raise ConflictError(f"transaction aborted: {type(exc.orig).__name__}") from exc
+            raise StoreError(f"batch commit failed: {type(exc).__name__}") from exc
         except (SQLAlchemyError, OverflowError) as exc:
             raise StoreError(f"batch commit failed: {type(exc).__name__}") from exc
         return stored
@@ -337,6 +395,44 @@ class Store:
                 return {r.user_id: _user_state(r) for r in conn.execute(select(users))}
         except SQLAlchemyError as exc:
             raise StoreError(f"reading users failed: {type(exc).__name__}") from exc
+
+
+def _insert_offsets_row(dialect: str, group_id: str, topic: str, partition: int) -> Executable:
+    """Insert a partition's offsets row at generation 0, doing nothing when it exists."""
+    row = {
+        "group_id": group_id,
+        "topic": topic,
+        "partition": partition,
+        "next_offset": None,
+        "generation": 0,
+    }
+    primary_key = ["group_id", "topic", "partition"]
+    if dialect == "postgresql":
+        return (
+            postgresql.insert(partition_offsets)
+            .values(row)
+            .on_conflict_do_nothing(index_elements=primary_key)
+        )
+    if dialect == "sqlite":
+        return (
+            sqlite.insert(partition_offsets)
+            .values(row)
+            .on_conflict_do_nothing(index_elements=primary_key)
+        )
+    # elsewhere, INSERT ... SELECT ... WHERE NOT EXISTS: a concurrent twin can fail on the
+    # primary key (a StoreError: the claim is retried), never yield a second row
+    key = partition_offsets.c
+    absent = ~exists().where(
+        (key.group_id == group_id) & (key.topic == topic) & (key.partition == partition)
+    )
+    values = select(
+        literal(group_id, ID),
+        literal(topic, ID),
+        literal(partition, Integer),
+        null(),
+        literal(0, Integer),
+    ).where(absent)
+    return insert(partition_offsets).from_select(list(row), values)
 
 
 def _user_state(row: Any) -> UserState:

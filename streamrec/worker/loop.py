@@ -36,7 +36,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from streamrec.errors import FencedError, StoreError
+from streamrec.errors import ConflictError, FencedError, StoreError
 from streamrec.io.clients import broker_connected, make_consumer, make_producer
 from streamrec.ops.backoff import Backoff
 from streamrec.ops.http import OpsServer
@@ -55,6 +55,7 @@ from streamrec.worker.step import BatchStats, Pipeline, Record
 log = logging.getLogger(__name__)
 
 DB_PING_INTERVAL_S = 2.0  # /readyz pings the database at most this often
+CONFLICT_ATTEMPTS = 3  # a batch that raced another writer is rebuilt and retried this often
 
 
 def before_commit(write: BatchWrite) -> None:
@@ -310,24 +311,39 @@ class Worker:
         return len(records)
 
     def process(self, records: Sequence[Record]) -> None:
-        """Steps 3 to 6 for one batch."""
-        try:
-            write, stats = self.pipeline.process(records, self.store, self.generations)
-            start = time.perf_counter()
-            before_commit(write)
-            stored = self.store.commit_batch(write)
-            after_commit(stored)
-            stats.stage_seconds["store"] = stats.stage_seconds.get("store", 0.0) + (
-                time.perf_counter() - start
-            )
-        except FencedError as exc:
-            log.warning("batch dropped: %s", exc)
-            self.metrics.errors.labels(component="fenced").inc()
-            self.partitions.drop({r.partition for r in records})
-            return
-        except StoreError as exc:
-            self._store_failed(exc, records)
-            return
+        """Steps 3 to 6 for one batch.
+
+        A batch that raced another writer (``ConflictError``: a user row changed since it was
+        read, or an event id was applied meanwhile) wrote nothing; it is built again from a
+        fresh read and committed again, up to ``CONFLICT_ATTEMPTS`` times, then handled like a
+        database failure (seek back, back off, re-poll). Never a reason to drop a partition:
+        only a proven generation mismatch (``FencedError``) is.
+        """
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            try:
+                write, stats = self.pipeline.process(records, self.store, self.generations)
+                start = time.perf_counter()
+                before_commit(write)
+                stored = self.store.commit_batch(write)
+                after_commit(stored)
+                stats.stage_seconds["store"] = stats.stage_seconds.get("store", 0.0) + (
+                    time.perf_counter() - start
+                )
+                break
+            except FencedError as exc:
+                log.warning("batch dropped: %s", exc)
+                self.metrics.errors.labels(component="fenced").inc()
+                self.partitions.drop({r.partition for r in records})
+                return
+            except ConflictError as exc:
+                self.metrics.errors.labels(component="conflict").inc()
+                if attempt == CONFLICT_ATTEMPTS:
+                    self._store_failed(exc, records)
+                    return
+                log.warning("batch raced another writer (%s); re-reading, attempt %d", exc, attempt)
+            except StoreError as exc:
+                self._store_failed(exc, records)
+                return
         self.health.db_ok = True
         self._record_stats(len(records), stats)
         self.relay.submit(stored)  # step 5 runs on the relay thread

@@ -25,7 +25,7 @@ from streamrec.ops.settings import Settings
 from streamrec.ranking.encoder import Encoder
 from streamrec.ranking.index import ItemIndex
 from streamrec.ranking.rank import exclusions, rank
-from streamrec.state.batch import AppliedEvent, BatchWrite, OutboxMessage
+from streamrec.state.batch import AppliedEvent, BatchWrite, OutboxMessage, read_versions
 
 if TYPE_CHECKING:
     from streamrec.ranking.explore import ShownItem
@@ -137,6 +137,7 @@ class Pipeline:
             fresh = self._dedupe(good, store, stats)
             current = store.load_users(sorted({e.user_id for _, e in fresh}))
             write.existing_users = set(current)
+            write.user_versions = read_versions(current)  # the guards of the users' updates
             snapshots = self._fold(fresh, current, write)
         if not snapshots:
             return write, stats

@@ -1,4 +1,8 @@
-"""The Store contract, run over SQLite and PostgreSQL: atomic batches, fencing, outbox."""
+"""The Store contract, run over SQLite and PostgreSQL: atomic batches, fencing, outbox.
+
+Races between writers (claims, user versions, concurrent inserts) are in
+``test_concurrency.py``.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,10 @@ from sqlalchemy import func, inspect, select, text
 
 from streamrec.core.events import Event
 from streamrec.core.history import UserState
-from streamrec.errors import BadEvent, FencedError, StoreError
+from streamrec.errors import BadEvent, ConflictError, FencedError, StoreError
 from streamrec.io.codec import decode_event
 from streamrec.state.batch import AppliedEvent, BatchWrite, OutboxMessage
-from streamrec.state.schema import applied_events, outbox, users
+from streamrec.state.schema import applied_events, metadata, outbox, users
 from streamrec.state.store import MIGRATIONS_DIR, Store
 
 TOPIC = "events"
@@ -82,6 +86,18 @@ def test_migrate_is_idempotent(store: Store) -> None:
     assert _counts(store) == (0, 0, 0)
 
 
+def test_schema_module_matches_the_latest_migration(store: Store) -> None:
+    """``streamrec.state.schema`` mirrors the head revision: autogenerate finds no change."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    with store.engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "compare_server_default": True}
+        )
+        assert compare_metadata(context, metadata) == []
+
+
 def test_migrate_keeps_data(store: Store) -> None:
     gen = store.claim_partitions(TOPIC, [0])[0][0]
     store.commit_batch(_batch({0: gen}, users={"u1": U1}))
@@ -136,8 +152,40 @@ def test_commit_updates_existing_users(store: Store) -> None:
     gen = store.claim_partitions(TOPIC, [0])[0][0]
     store.commit_batch(_batch({0: gen}, users={"u1": U1}))
     newer = UserState(history=("a", "b", "c"), purchased=("b", "c"), n_events=3, last_ts=2**62)
-    store.commit_batch(_batch({0: gen}, users={"u1": newer, "u2": U2}, existing_users={"u1"}))
+    read = store.load_users(["u1", "u2"])
+    store.commit_batch(
+        _batch(
+            {0: gen},
+            users={"u1": newer, "u2": U2},
+            existing_users=set(read),
+            user_versions=read.versions,
+        )
+    )
     assert store.all_users() == {"u1": newer, "u2": U2}
+
+
+def test_load_users_returns_row_versions_which_each_update_bumps(store: Store) -> None:
+    gen = store.claim_partitions(TOPIC, [0])[0][0]
+    store.commit_batch(_batch({0: gen}, users={"u1": U1, "u2": U2}))
+    read = store.load_users(["u1", "u2", "ghost"])
+    assert read == {"u1": U1, "u2": U2}  # still a plain mapping of states for old callers
+    assert read.versions == {"u1": 0, "u2": 0}  # new rows start at 0
+    for n in (1, 2):
+        read = store.load_users(["u1"])
+        store.commit_batch(_batch({0: gen}, users={"u1": U2}, user_versions=read.versions))
+        assert store.load_users(["u1", "u2"]).versions == {"u1": n, "u2": 0}
+    assert store.load_users([]).versions == {}
+
+
+def test_existing_users_without_read_versions_are_refused(store: Store) -> None:
+    gen = store.claim_partitions(TOPIC, [0])[0][0]
+    store.commit_batch(_batch({0: gen}, users={"u1": U1}))
+    before = _snapshot(store)
+    with pytest.raises(ValueError, match="read version"):
+        store.commit_batch(
+            _batch({0: gen}, users={"u1": U2}, existing_users={"u1"}, messages=[_msg(1)])
+        )
+    assert _snapshot(store) == before
 
 
 def test_stale_generation_is_fenced_and_writes_nothing(store: Store) -> None:
@@ -179,7 +227,7 @@ def test_duplicate_applied_event_writes_nothing(store: Store) -> None:
         applied=[_ap("e2", "u2", 0, 2), _ap("e1", "u1", 0, 1)],
         messages=[_msg(5)],
     )
-    with pytest.raises(StoreError):  # FencedError is a StoreError
+    with pytest.raises(ConflictError):  # applied by another writer: re-read, not fenced
         store.commit_batch(again)
     assert _snapshot(store) == before
     assert store.applied(["e2"]) == set()
@@ -190,9 +238,10 @@ def test_inserting_an_existing_user_as_new_writes_nothing(store: Store) -> None:
     gen = store.claim_partitions(TOPIC, [0])[0][0]
     store.commit_batch(_batch({0: gen}, users={"u1": U1}))
     before = _snapshot(store)
-    with pytest.raises(StoreError):
+    with pytest.raises(ConflictError):
         store.commit_batch(_batch({0: gen}, users={"u1": U2}, messages=[_msg(1)]))
     assert _snapshot(store) == before
+    assert store.claim_partitions(TOPIC, [0])[0][1] == 10
 
 
 # -- outbox -----------------------------------------------------------------------------------
@@ -286,12 +335,13 @@ def test_out_of_range_value_is_a_store_error_and_writes_nothing(
 ) -> None:
     gen = store.claim_partitions(TOPIC, [0])[0][0]
     huge = UserState(history=("a",), n_events=1, last_ts=2**63)
-    with pytest.raises(StoreError):
+    with pytest.raises(StoreError) as info:
         store.commit_batch(
             _batch(
                 {0: gen}, users={"u1": huge}, applied=[_ap("e1", "u1", 0, 0)], messages=[_msg(1)]
             )
         )
+    assert not isinstance(info.value, FencedError | ConflictError)
     assert _counts(store) == (0, 0, 0)
 
 
@@ -361,6 +411,45 @@ def test_migration_0002_keeps_old_rows_which_restores_skip(db_url: str) -> None:
         assert store.recent_events(0, 0, 10) == []
 
 
+def test_migration_0003_gives_existing_users_version_0(db_url: str) -> None:
+    _migrate_to(db_url, "0002")
+    with Store(db_url, group_id="g1") as store:
+        with store.engine.begin() as conn:  # a row as a 0002 worker wrote it
+            conn.execute(
+                text(
+                    "INSERT INTO users (user_id, history, purchased, n_events, last_ts) "
+                    """VALUES ('u1', '["a"]', '[]', 1, 5)"""
+                )
+            )
+        store.migrate()
+        read = store.load_users(["u1"])
+        assert read == {"u1": UserState(history=("a",), n_events=1, last_ts=5)}
+        assert read.versions == {"u1": 0}
+        gen = store.claim_partitions(TOPIC, [0])[0][0]
+        store.commit_batch(_batch({0: gen}, users={"u1": U1}, user_versions=read.versions))
+        assert store.load_users(["u1"]).versions == {"u1": 1}
+        with pytest.raises(ConflictError):  # the same read again: the row moved on
+            store.commit_batch(_batch({0: gen}, users={"u1": U2}, user_versions=read.versions))
+        with store.engine.begin() as conn:  # a 0002 worker still inserting during a rollout
+            conn.execute(
+                text(
+                    "INSERT INTO users (user_id, history, purchased, n_events, last_ts) "
+                    "VALUES ('u2', '[]', '[]', 0, 0)"
+                )
+            )
+        assert store.load_users(["u2"]).versions == {"u2": 0}
+    _migrate_to(db_url, "0002", downgrade=True)
+    with Store(db_url) as store:
+        columns = {c["name"] for c in inspect(store.engine).get_columns("users")}
+        assert "version" not in columns
+        with store.engine.connect() as conn:
+            rows = conn.execute(text("SELECT user_id, n_events FROM users ORDER BY user_id"))
+            assert [tuple(r) for r in rows] == [("u1", U1.n_events), ("u2", 0)]
+        store.migrate()
+        assert store.all_users()["u1"] == U1
+        assert store.load_users(["u1", "u2"]).versions == {"u1": 0, "u2": 0}
+
+
 # -- events the decoder accepts must be storable ------------------------------------------------
 
 
@@ -412,7 +501,7 @@ def test_unreachable_database_pings_false_and_raises_store_error() -> None:
         assert down.ping() is False
         with pytest.raises(StoreError) as info:
             down.commit_batch(_batch({0: 1}, users={"u1": U1}, messages=[_msg(1)]))
-        assert not isinstance(info.value, FencedError)
+        assert not isinstance(info.value, FencedError | ConflictError)
         for call in (
             lambda: down.claim_partitions(TOPIC, [0]),
             lambda: down.load_users(["u1"]),
