@@ -32,17 +32,21 @@ typecheck: install
 	$(BIN)/mypy streamrec
 	cd benchmarks && ../$(BIN)/mypy --config-file ../pyproject.toml *.py
 
-# promtool and prometheus for tests/deploy (their tests skip without them); never fails the build
+# promtool and prometheus for tests/deploy, stunnel for the TLS test (their tests skip without
+# them, and fail with CI=true); installing never fails the build by itself
 prometheus:
-	@command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq prometheus) \
-		|| echo "prometheus not installable: its tests will skip"
+	@command -v promtool >/dev/null && command -v stunnel4 >/dev/null \
+		|| (apt-get update -qq && apt-get install -y -qq prometheus stunnel4) \
+		|| echo "prometheus or stunnel not installable: their tests will skip (fail in CI)"
 
 test: lint typecheck prometheus
 	$(BIN)/pytest -q -m "not faults_long"
 
 # the long fault variants (20,000 events, 5 x kill -9, ...); results go to RELIABILITY.md
 faults: install
+	rm -f .pytest_cache/faults.jsonl
 	STREAMREC_FAULTS_LONG=1 STREAMREC_FAULT_REPORT=.pytest_cache/faults.jsonl $(BIN)/pytest -q tests/faults
+	$(BIN)/python tests/faults/reliability.py .pytest_cache/faults.jsonl RELIABILITY.md
 
 unit: install
 	$(BIN)/pytest -q tests/unit tests/contract
