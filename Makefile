@@ -51,10 +51,13 @@ faults: install
 unit: install
 	$(BIN)/pytest -q tests/unit tests/contract
 
+# issue 13: a 100,000-item catalog through the catalog topic, drain, paced p50/p99, each stage
+# alone, the Kafka ceiling, exactly-once read-back, recall@10, cost curves (~15-20 min on 2
+# cores); pieces and smaller sizes with BENCH_ARGS, e.g.
+#   make bench BENCH_ARGS="--parts main --items 10000 --events 2000"
+BENCH_ARGS ?=
 bench: install
-	$(BIN)/python benchmarks/throughput.py
-	$(BIN)/python benchmarks/throughput.py --ranking fused --paced-seconds 0 \
-		--out benchmarks/THROUGHPUT_FUSED.md
+	$(BIN)/python benchmarks/throughput.py $(BENCH_ARGS)
 
 quality: install
 	$(BIN)/python benchmarks/quality.py

@@ -14,8 +14,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SECTIONS = (
     ("QUALITY.md", "Model quality (issue 4): offline leave-one-out on ML-100k"),
-    ("THROUGHPUT.md", "Worker throughput and latency (issue 3 baseline)"),
-    ("THROUGHPUT_FUSED.md", "Worker throughput with fused ranking (--ranking fused)"),
+    ("THROUGHPUT.md", "Worker throughput, latency and cost curves (issue 13)"),
     ("TUNING.md", "Ranking defaults chosen on a validation window (issue 7)"),
     ("REPLAY.md", "Streaming replay: cold start, fusion, exploration (issue 7)"),
     ("NEW_ITEMS.md", "New items through the worker: evidence to recommendable"),
@@ -30,8 +29,7 @@ the load noted in its section, and prefer the ratios measured within one run.
 | section | script | make target |
 |---|---|---|
 | model quality | `benchmarks/quality.py` | `make quality` |
-| worker throughput (encoder-only ranking) | `benchmarks/throughput.py` | `make bench` |
-| throughput (fused ranking) | `benchmarks/throughput.py --ranking fused` | `make bench` |
+| worker throughput, latency, stages, cost curves | `benchmarks/throughput.py` | `make bench` |
 | ranking defaults (validation window) | `benchmarks/tune.py` | `make tune` |
 | streaming replay | `benchmarks/replay.py` | `make replay` |
 | new items: evidence → recommendable | `benchmarks/new_items.py` | `make new-items` |

@@ -1,65 +1,50 @@
-"""Throughput and latency of the whole worker, and of each stage of the event path alone.
+"""Throughput, latency and cost curves of the worker on a large catalog (issue 13): ``make bench``.
 
-One run, one process, writes ``benchmarks/THROUGHPUT.md``:
+The default settings (fused ranking, SQLite), a catalog loaded through the catalog topic
+(``throughput_workload.py``: the model's items plus catalog items with vectors, skewed
+traffic), one embedded broker and one live worker (``throughput_session.py``):
 
-(a) the whole ``Worker`` on the embedded broker:
-    * drain: N events are produced *before* the worker starts, so the run measures how fast a
-      backlog is drained (latencies then include queueing);
-    * paced: events produced in real time (by a separate process, so that the producer does not
-      compete with the worker for the GIL) at about half the drain throughput, for unqueued
-      latency.
-(b) each stage alone on the same events, in this process: poll (a plain consumer), decode,
-    store (dedupe read + ``load_users`` + ``commit_batch`` + outbox delete, fresh database),
-    encode (``OnnxEncoder.encode``), search (``ItemIndex.search``), rank + serialize, produce.
+(1) drain events/s: the backlog is produced before the worker starts;
+(2) paced p50/p99 at 50 % of the drain rate; latency = output record timestamp - input record
+    timestamp;
+(3) each stage alone on the same events (``throughput_stages.py``): decode, state transaction,
+    encoder, ANN search, fusion/rank (the fused path), publish;
+(4) the whole as a fraction of its slowest stage alone;
+(5) a plain kafka-python consume -> decode -> produce loop on the same broker, the ceiling
+    (``throughput_ceiling.py``);
+and every event answered exactly once (the output topic read back), recall@10 of the HNSW
+search against exact search (``throughput_recall.py``), cost curves against catalog size
+(through the broker up to ``--broker-max-items``, in one process for every size:
+``throughput_inprocess.py``) and history length, with a plot (``throughput_report.py``).
 
 Usage::
 
-    python benchmarks/throughput.py                      # trains a small model first (~1 min)
-    python benchmarks/throughput.py --model /tmp/model --events 2000
+    python benchmarks/throughput.py                                  # everything (~15-20 min)
+    python benchmarks/throughput.py --items 10000 --events 2000 --parts main
+    python benchmarks/throughput.py --parts inprocess-curve --curve-items 1000 1000000
 
-This file is the entry point; ``throughput_worker.py`` runs the whole worker,
-``throughput_stages.py`` times the stages alone, ``throughput_report.py`` writes the report and
-``harness.py`` holds what every benchmark script shares.
+Each part's results are kept in ``benchmarks/throughput.json``; the report is rewritten from
+it, so a part run alone keeps the others' latest results (each with its own command and date).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from harness import (
-    assigned_consumer,
-    broker_settings,
-    check_model_dir,
-    machine,
-    pct,
-    say,
-    train_simulated,
-)
+from harness import check_model_dir, machine, run_lines, say, train_simulated
+from throughput_inprocess import inprocess_point
 from throughput_report import write_report
-from throughput_stages import stage_benchmarks
-from throughput_worker import (
-    RunResult,
-    compute_latencies,
-    input_timestamps,
-    paced_run,
-    read_back,
-    run_worker,
-)
-
-from streamrec.core.events import Event
-from streamrec.io.broker import EmbeddedBroker
-from streamrec.io.simulate import SimConfig, Simulator
-from streamrec.io.traffic import produce_catalog, produce_events
-from streamrec.ops.settings import Settings
-from streamrec.worker.serving import load_serving_model
+from throughput_session import broker_session
 
 TRAIN_EVENTS = 20_000
+PARTS = ("main", "broker-curve", "inprocess-curve")
 
 
 def ensure_model(model: Path | None, tmp: Path) -> Path:
@@ -76,104 +61,105 @@ def ensure_model(model: Path | None, tmp: Path) -> Path:
     return model_dir
 
 
-# -- main ----------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command line."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--events", type=int, default=5000, help="events of the drain run")
-    p.add_argument("--model", type=Path, default=None, help="model dir (default: train one)")
-    p.add_argument("--db-url", default=None, help="worker database (default: temp SQLite file)")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/THROUGHPUT.md"))
-    p.add_argument("--batch-max-events", type=int, default=None, help="default: Settings'")
-    p.add_argument(
-        "--ranking",
-        choices=["encoder", "fused"],
-        default="encoder",
-        help="worker ranking; 'encoder' matches the encode/search stages timed alone",
-    )
-    p.add_argument("--paced-seconds", type=float, default=20.0, help="0 skips the paced run")
-    p.add_argument(
-        "--paced-fraction",
-        type=float,
-        nargs="+",
-        default=[0.5, 0.2],
-        help="paced runs, each at this fraction of the drain throughput",
-    )
-    p.add_argument("--timeout-s", type=float, default=120.0, help="per worker run")
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    add = p.add_argument
+    add("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to run")
+    add("--report-only", action="store_true", help="rewrite the report from --json, run nothing")
+    add("--model", type=Path, default=None, help="model dir (default: train one, ~15 s)")
+    add("--items", type=int, default=100_000, help="catalog size of the main run")
+    add("--events", type=int, default=6000, help="events of the main run's drain")
+    add("--users", type=int, default=2000, help="users of the simulated traffic")
+    add("--warmup-events", type=int, default=40_000, help="applied before the worker starts")
+    add("--zipf-s", type=float, default=1.0, help="popularity exponent of the items")
+    add("--paced-fraction", type=float, default=0.5, help="paced rate / drain rate")
+    add("--paced-seconds", type=float, default=20.0, help="main run's paced phase; 0 skips it")
+    add("--history", type=int, nargs="*", default=[1, 10, 50], help="history lengths")
+    add("--history-users", type=int, default=1000, help="events of a history burst (and paced)")
+    add("--history-paced-seconds", type=float, default=10.0)
+    add("--curve-items", type=int, nargs="*", default=[1000, 10_000, 100_000, 1_000_000])
+    add("--broker-max-items", type=int, default=100_000, help="larger: in-process only")
+    add("--curve-events", type=int, default=2000, help="drain events per curve point")
+    add("--curve-paced-seconds", type=float, default=10.0)
+    add("--recall-queries", type=int, default=1000)
+    add("--no-recall-sweep", dest="recall_sweep", action="store_false")
+    add("--timeout-s", type=float, default=120.0, help="slack per phase")
+    add("--out", type=Path, default=Path("benchmarks/THROUGHPUT.md"))
+    add("--json", type=Path, default=Path("benchmarks/throughput.json"))
+    add("--plot", type=Path, default=Path("benchmarks/throughput_curves.png"))
     return p.parse_args(argv)
 
 
+def _meta(info: dict[str, str]) -> dict[str, Any]:
+    return {"lines": run_lines(info, Path(sys.executable).name)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run everything; return the exit status."""
+    """Run the parts asked for, keep their results, rewrite the report; the exit status."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kafka").setLevel(logging.ERROR)
+    # kafka-python logs closing clients' cancelled metadata requests at ERROR: noise here
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    results: dict[str, Any] = json.loads(args.json.read_text()) if args.json.is_file() else {}
     info = machine()
+    if args.report_only:
+        args.parts = []
     with tempfile.TemporaryDirectory(prefix="streamrec-throughput-") as tmp_name:
         tmp = Path(tmp_name)
-        model_dir = ensure_model(args.model, tmp)
-        with broker_settings(
-            tmp,
-            model_dir,
-            args.db_url or f"sqlite:///{tmp / 'worker.db'}",
-            batch_max_events=args.batch_max_events,
-            ranking=args.ranking,
-            log_level="WARNING",
-        ) as (broker, settings):
-            return _benchmark(args, info, settings, broker, tmp)
-
-
-def _benchmark(
-    args: argparse.Namespace,
-    info: dict[str, str],
-    settings: Settings,
-    broker: EmbeddedBroker,
-    tmp: Path,
-) -> int:
-    sim = Simulator(SimConfig(seed=1))
-    produce_catalog(broker.bootstrap, settings.items_topic, sim.catalog())
-    model = load_serving_model(settings)
-    events: list[Event] = list(sim.events(args.events))
-    say(f"producing {len(events)} events before the worker starts ...")
-    start = time.perf_counter()
-    produce_events(broker.bootstrap, settings.events_topic, events)
-    produce_s = time.perf_counter() - start
-    records, poll_s = read_back(broker.bootstrap, settings.events_topic, len(events), 60)
-    input_ts = input_timestamps(records)
-
-    out_consumer = assigned_consumer(broker.bootstrap, settings.recs_topic)
-    runs: list[RunResult] = []
-    try:
-        say(f"drain run: {len(events)} events ...")
-        drain = run_worker(settings, model, out_consumer, set(input_ts), "drain", args.timeout_s)
-        compute_latencies(drain, input_ts)
-        runs.append(drain)
-        say(f"drain: {drain.received} received, {drain.steady_rate:,.0f} events/s steady")
-        if drain.error:
-            say(f"drain run problem: {drain.error}")
-        produced = len(events)
-        for i, fraction in enumerate(args.paced_fraction if args.paced_seconds > 0 else []):
-            if drain.steady_rate != drain.steady_rate:
-                break
-            rate = max(1.0, fraction * drain.steady_rate)
-            paced = paced_run(
-                settings, model, out_consumer, rate, args.paced_seconds, 30.0, seed=2 + i
-            )
-            paced.name = f"paced {100 * fraction:.0f} %"
-            produced += paced.events
-            # The paced events' timestamps are known once produced: read the whole topic back.
-            everything, _ = read_back(broker.bootstrap, settings.events_topic, produced, 60)
-            compute_latencies(paced, input_timestamps(everything))
-            runs.append(paced)
-            p50, p99 = pct(paced.lat_recv, 50), pct(paced.lat_recv, 99)
-            say(f"{paced.name}: {paced.received} received; p50 {p50:.3f} s, p99 {p99:.3f} s")
-    finally:
-        out_consumer.close()
-    stages = stage_benchmarks(settings, model, records, poll_s, tmp)
-    text = write_report(args.out, args, info, settings, model, produce_s, runs, stages)
+        model_dir = ensure_model(args.model, tmp) if args.parts else Path()
+        if "main" in args.parts:
+            results["main"] = {
+                **_meta(info),
+                **broker_session(args, model_dir, args.items, tmp / "main", True),
+            }
+            _save(args, results)
+        if "broker-curve" in args.parts:
+            curve = {**_meta(info), "points": {}}
+            for n in args.curve_items:
+                if n <= args.broker_max_items and n != results.get("main", {}).get("items"):
+                    curve["points"][str(n)] = broker_session(
+                        args, model_dir, n, tmp / f"b{n}", False
+                    )
+                    _save(args, {**results, "broker_curve": curve})
+            results["broker_curve"] = curve
+        if "inprocess-curve" in args.parts:
+            results["inprocess_curve"] = {**_meta(info), "points": _inprocess(args, model_dir, tmp)}
+            _save(args, results)
+    text = write_report(args, results)
     print(text)
-    say(f"wrote {args.out}")
-    return 1 if any(r.error for r in runs) else 0
+    say(f"wrote {args.out}, {args.plot} and {args.json}")
+    return 1 if _problems(results) else 0
+
+
+def _inprocess(args: argparse.Namespace, model_dir: Path, tmp: Path) -> dict[str, Any]:
+    from streamrec.ops.settings import load_settings
+    from streamrec.ranking.encoder import OnnxEncoder
+    from streamrec.ranking.modelfiles import read_model_dir
+
+    settings = load_settings(model_dir=model_dir, metrics_port=0)
+    files = read_model_dir(model_dir)
+    encoder = OnnxEncoder(
+        files.encoder_path(), files.meta.dim, files.meta.max_len, settings.encoder_threads
+    )
+    return {
+        str(n): inprocess_point(settings, files, encoder, n, args, tmp) for n in args.curve_items
+    }
+
+
+def _save(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    args.json.write_text(json.dumps(results, indent=1, default=float) + "\n")
+
+
+def _problems(results: dict[str, Any]) -> list[str]:
+    out = []
+    main = results.get("main", {})
+    if main and not main.get("exactly_once", {}).get("ok", False):
+        out.append("main: output not exactly once")
+    sessions = [main, *results.get("broker_curve", {}).get("points", {}).values()]
+    for session in sessions:
+        out += [p["error"] for p in session.get("phases", []) if p.get("error")]
+    return out
 
 
 if __name__ == "__main__":

@@ -1,4 +1,11 @@
-"""The whole worker on the embedded broker, for ``throughput.py``: drain and paced runs.
+"""The whole worker on the embedded broker, for ``throughput.py``: one live worker, phases.
+
+``LiveWorker`` runs a ``Worker`` in a thread and reads the output topic in the benchmark's
+thread. A phase is a set of events whose recommendations it waits for: the drain (a backlog
+produced before the worker starts), then paced phases (events produced while it runs, by a
+separate process so that the producer does not compete with the worker for the GIL) and
+bursts. ``verify_output`` reads the whole output topic back at the end: every event answered
+exactly once (records counted, not end offsets; no duplicate ``rec_id`` or ``event_id``).
 
 Not a script: ``throughput.py`` imports it (this folder is on ``sys.path`` then).
 """
@@ -9,14 +16,14 @@ import json
 import multiprocessing as mp
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness import assigned_consumer, sample_sums, say, wait_claimed
-from kafka import KafkaConsumer
+from harness import assigned_consumer, sample_sums, say
+from kafka.structs import TopicPartition
 
-from streamrec.io.simulate import SimConfig, Simulator
+from streamrec.core.events import Event
 from streamrec.io.traffic import produce_events
 from streamrec.ops.metrics import Metrics
 from streamrec.ops.settings import Settings
@@ -25,46 +32,34 @@ from streamrec.worker.serving import ServingModel
 from streamrec.worker.step import Record
 
 
-def read_back(bootstrap: str, topic: str, n: int, timeout_s: float) -> tuple[list[Record], float]:
-    """Read n records of ``topic`` (counted, not trusted from end offsets); also the poll time."""
-    consumer = assigned_consumer(bootstrap, topic)
-    out: list[Record] = []
-    first = None
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(out) < n and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=200, max_records=1000).values():
-                if first is None:
-                    first = time.perf_counter()
-                out.extend(
-                    Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
-                    for r in batch
-                )
-    finally:
-        consumer.close()
-    if len(out) < n:
-        raise RuntimeError(f"read back only {len(out)} of {n} records from {topic}")
-    return out, time.perf_counter() - (first or time.perf_counter())
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One output record: receive time (s), record timestamp (ms), ids, ``generated_at``."""
+
+    recv: float
+    ts_ms: int
+    event_id: str
+    rec_id: str
+    generated_ms: int
 
 
 @dataclass
-class RunResult:
-    """One worker run: timing, per-output latencies and the worker's own metrics."""
+class Phase:
+    """The outputs of one set of events, and the worker's metrics over that time."""
 
     name: str
     events: int
-    received: int = 0
-    t_start: float = 0.0
-    t_claimed: float = float("nan")
-    t_first: float = float("nan")
-    t_last: float = float("nan")
-    lat_gen: list[float] = field(default_factory=list)
-    lat_send: list[float] = field(default_factory=list)
-    lat_recv: list[float] = field(default_factory=list)
-    outputs: list[tuple[float, int, str, int]] = field(default_factory=list)
-    metrics: Metrics | None = None
-    error: str = ""
     rate_target: float = 0.0
+    t_begin: float = 0.0
+    outputs: list[Output] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)  # output ts - input ts, seconds
+    metrics: dict[str, float] = field(default_factory=dict)  # deltas of the worker's own
+    error: str = ""
+
+    @property
+    def received(self) -> int:
+        """Events answered."""
+        return len(self.outputs)
 
     @property
     def steady_rate(self) -> float:
@@ -75,140 +70,233 @@ class RunResult:
         """
         if not self.outputs:
             return float("nan")
-        first_gen = min(o[3] for o in self.outputs)
-        first = [o[0] for o in self.outputs if o[3] == first_gen]
-        span = self.t_last - max(first)
+        first_gen = min(o.generated_ms for o in self.outputs)
+        first = [o.recv for o in self.outputs if o.generated_ms == first_gen]
+        span = max(o.recv for o in self.outputs) - max(first)
         return (len(self.outputs) - len(first)) / span if span > 0 else float("nan")
 
-    def batches(self) -> tuple[float, float]:
-        """Batches the worker processed and their mean size, from its histogram."""
-        if self.metrics is None:
-            return float("nan"), float("nan")
-        count = sample_sums(self.metrics.batch_size, "_count").get("", 0.0)
-        total = sample_sums(self.metrics.batch_size, "_sum").get("", 0.0)
-        return count, (total / count if count else float("nan"))
-
-    def rate_since(self, t0: float) -> float:
-        """Events per second from ``t0`` to the last recommendation received."""
-        span = self.t_last - t0
-        return self.received / span if span > 0 else float("nan")
+    def batch_counts(self) -> tuple[float, float]:
+        """Batches the worker processed in this phase and their mean size."""
+        n, total = self.metrics.get("batches", 0.0), self.metrics.get("records", 0.0)
+        return n, (total / n if n else float("nan"))
 
 
-def run_worker(
-    settings: Settings,
-    model: ServingModel,
-    out_consumer: KafkaConsumer,
-    expected: set[str],
-    name: str,
-    timeout_s: float,
-    before_wait: Callable[[Worker], None] | None = None,
-) -> RunResult:
-    """Run a Worker in a thread until a recommendation for every expected event id arrives.
+def metric_totals(metrics: Metrics) -> dict[str, float]:
+    """The worker's cumulative batch counts and stage seconds (``stage:<name>``)."""
+    out = {
+        "batches": sample_sums(metrics.batch_size, "_count").get("", 0.0),
+        "records": sample_sums(metrics.batch_size, "_sum").get("", 0.0),
+    }
+    for stage, sec in sample_sums(metrics.stage_seconds, "_sum", "stage").items():
+        out[f"stage:{stage}"] = sec
+    return out
 
-    Each output is kept as (receive time, output record timestamp ms, event_id, generated_at ms).
-    """
-    result = RunResult(name=name, events=len(expected))
-    worker = Worker(settings, model=model)
-    result.metrics = worker.metrics
-    stop = threading.Event()
-    failure: list[BaseException] = []
 
-    def target() -> None:
+class LiveWorker:
+    """A ``Worker`` in a thread, its outputs read here; ``stop`` ends it."""
+
+    def __init__(self, settings: Settings, model: ServingModel, items: int) -> None:
+        self.settings = settings
+        self.model = model
+        self.items = items  # searchable items once the catalog is applied
+        self.worker = Worker(settings, model=model)
+        self.consumer = assigned_consumer(settings.bootstrap_servers, settings.recs_topic)
+        self.stop_flag = threading.Event()
+        self.failure: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, name="bench-worker", daemon=True)
+        self.t_start = float("nan")
+        self.catalog_s = float("nan")  # worker start -> every catalog item searchable
+        self.claimed_s = float("nan")  # worker start -> partitions claimed
+        self.answered: set[str] = set()
+        self.late: list[Output] = []  # outputs of no current phase (duplicates, strays)
+
+    def _run(self) -> None:
         try:
-            worker.run(stop)
+            self.worker.run(self.stop_flag)
         except BaseException as exc:  # reported, never swallowed silently
-            failure.append(exc)
+            self.failure.append(exc)
 
-    thread = threading.Thread(target=target, name=f"worker-{name}", daemon=True)
-    result.t_start = time.time()
-    thread.start()
-    seen: set[str] = set()
-    pending: list[tuple[float, int, bytes]] = []
-    try:
-        if before_wait is not None:
-            before_wait(worker)
+    def start(self) -> None:
+        """Start the worker thread."""
+        self.t_start = time.time()
+        self.thread.start()
+
+    def _tick(self) -> None:
+        now = time.time()
+        if self.catalog_s != self.catalog_s and self.model.index.size >= self.items:
+            self.catalog_s = now - self.t_start
+        if self.claimed_s != self.claimed_s and self.worker.generations:
+            self.claimed_s = now - self.t_start
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Wait until the catalog is applied and partitions are claimed."""
         deadline = time.monotonic() + timeout_s
-        while len(seen) < len(expected) and time.monotonic() < deadline and not failure:
-            if result.t_claimed != result.t_claimed and worker.generations:
-                result.t_claimed = time.time()
-            polled = out_consumer.poll(timeout_ms=50, max_records=2000)
+        while time.monotonic() < deadline and not self.failure:
+            self._tick()
+            if self.catalog_s == self.catalog_s and self.claimed_s == self.claimed_s:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def collect(
+        self,
+        phase: Phase,
+        expected: Collection[str],
+        timeout_s: float,
+        during: Callable[[], None] | None = None,
+    ) -> Phase:
+        """Read outputs until every ``expected`` event id is answered (or ``timeout_s``)."""
+        before = metric_totals(self.worker.metrics)
+        want = set(expected)
+        got: dict[str, Output] = {}
+        deadline = time.monotonic() + timeout_s
+        if during is not None:
+            during()
+        while len(got) < len(want) and time.monotonic() < deadline and not self.failure:
+            self._tick()
+            polled = self.consumer.poll(timeout_ms=50, max_records=5000)
             now = time.time()
             for batch in polled.values():
                 for r in batch:
-                    event_id = json.loads(r.value)["event_id"]
-                    if event_id in expected and event_id not in seen:
-                        seen.add(event_id)
-                        pending.append((now, r.timestamp, r.value))
-                        if result.t_first != result.t_first:
-                            result.t_first = now
-                        result.t_last = now
-    finally:
-        stop.set()
-        thread.join(timeout=30)
-        if thread.is_alive():
-            result.error = "worker thread did not stop within 30 s"
-    if failure:
-        result.error = f"worker failed: {type(failure[0]).__name__}: {failure[0]}"
-    result.received = len(seen)
-    for recv, send_ms, value in pending:
-        msg = json.loads(value)
-        result.outputs.append((recv, send_ms, msg["event_id"], msg["generated_at"]))
-    if result.received < len(expected):
-        result.error = result.error or f"timed out: {result.received}/{len(expected)} received"
-    return result
+                    msg = json.loads(r.value)
+                    out = Output(
+                        now, r.timestamp, msg["event_id"], msg["rec_id"], msg["generated_at"]
+                    )
+                    if out.event_id in want and out.event_id not in got:
+                        got[out.event_id] = out
+                    else:
+                        self.late.append(out)
+        after = metric_totals(self.worker.metrics)
+        phase.metrics = {k: v - before.get(k, 0.0) for k, v in after.items()}
+        phase.outputs = sorted(got.values(), key=lambda o: o.recv)
+        self.answered.update(got)
+        if self.failure:
+            phase.error = f"worker failed: {type(self.failure[0]).__name__}: {self.failure[0]}"
+        elif len(got) < len(want):
+            phase.error = f"timed out: {len(got)}/{len(want)} answered"
+        return phase
+
+    def stop(self) -> str:
+        """Stop the worker (it drains its outbox); returns a problem, or ''."""
+        self.stop_flag.set()
+        self.thread.join(timeout=30)
+        self.consumer.close()
+        if self.thread.is_alive():
+            return "worker thread did not stop within 30 s"
+        return ""
 
 
-def paced_run(
-    settings: Settings,
-    model: ServingModel,
-    out_consumer: KafkaConsumer,
-    rate: float,
-    seconds: float,
-    timeout_s: float,
-    seed: int,
-) -> RunResult:
-    """Produce events at ``rate`` from a separate process while the worker runs."""
-    n = max(1, int(rate * seconds))
-    events = list(Simulator(SimConfig(seed=seed)).events(n))
-    expected = {e.event_id for e in events}
-    ctx = mp.get_context("spawn")
-    procs: list[Any] = []
-
-    def start_producer(worker: Worker) -> None:
-        wait_claimed(worker, 30)
-        proc = ctx.Process(
-            target=produce_events,
-            args=(settings.bootstrap_servers, settings.events_topic, events),
-            kwargs={"rate": rate},
-            daemon=True,
-        )
-        proc.start()
-        procs.append(proc)
-
-    say(f"paced run: {n} events at {rate:.0f}/s from a separate process ...")
+def paced_phase(
+    live: LiveWorker, name: str, events: Sequence[Event], rate: float, timeout_s: float
+) -> Phase:
+    """Produce ``events`` at ``rate`` from a separate process while the worker runs."""
+    settings = live.settings
+    proc = mp.get_context("spawn").Process(
+        target=produce_events,
+        args=(settings.bootstrap_servers, settings.events_topic, list(events)),
+        kwargs={"rate": rate},
+        daemon=True,
+    )
+    say(f"{name}: {len(events):,} events at {rate:,.0f}/s from a separate process ...")
+    phase = Phase(name, len(events), rate_target=rate, t_begin=time.time())
     try:
-        result = run_worker(
-            settings, model, out_consumer, expected, "paced", seconds + timeout_s, start_producer
+        live.collect(
+            phase, {e.event_id for e in events}, len(events) / rate + timeout_s, proc.start
         )
     finally:
-        for proc in procs:
-            proc.join(timeout=10)
-            if proc.is_alive():
-                proc.terminate()
-    result.rate_target = rate
-    return result
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.terminate()
+    return phase
+
+
+def burst_phase(live: LiveWorker, name: str, events: Sequence[Event], timeout_s: float) -> Phase:
+    """Produce ``events`` as fast as one producer can, while the (idle) worker runs."""
+    settings = live.settings
+    say(f"{name}: a burst of {len(events):,} events ...")
+    phase = Phase(name, len(events), t_begin=time.time())
+
+    def produce() -> None:
+        produce_events(settings.bootstrap_servers, settings.events_topic, events)
+
+    return live.collect(phase, {e.event_id for e in events}, timeout_s, produce)
+
+
+def read_records(
+    bootstrap: str,
+    topic: str,
+    n: int,
+    timeout_s: float,
+    settle_s: float = 0.0,
+    start: dict[int, int] | None = None,
+) -> tuple[list[Record], float]:
+    """Read ``topic`` from the beginning (or from ``start``: partition -> offset): at least
+    ``n`` records (counted, not end offsets), then ``settle_s`` more of polling for any extra;
+    also the seconds the first ``n`` took."""
+    consumer = assigned_consumer(bootstrap, topic)
+    for p, offset in (start or {}).items():
+        consumer.seek(TopicPartition(topic, p), offset)
+    out: list[Record] = []
+    first = done = None
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            if done is not None and time.perf_counter() - done >= settle_s:
+                break
+            for batch in consumer.poll(timeout_ms=100, max_records=5000).values():
+                first = first or time.perf_counter()
+                out.extend(
+                    Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
+                    for r in batch
+                )
+            if done is None and len(out) >= n:
+                done = time.perf_counter()
+    finally:
+        consumer.close()
+    if len(out) < n:
+        raise RuntimeError(f"read back only {len(out)} of {n} records from {topic}")
+    return out, (done or time.perf_counter()) - (first or time.perf_counter())
+
+
+def event_id_of(record: Record) -> str:
+    """The event id in an input or output record's value."""
+    return str(json.loads(record.value or b"{}")["event_id"])
 
 
 def input_timestamps(records: Sequence[Record]) -> dict[str, int]:
     """event_id -> Kafka timestamp (ms) of its input record."""
-    return {json.loads(r.value or b"{}")["event_id"]: r.timestamp_ms for r in records}
+    return {event_id_of(r): r.timestamp_ms for r in records}
 
 
-def compute_latencies(run: RunResult, input_ts: dict[str, int]) -> None:
-    """Per-output latencies from the input records' Kafka timestamps."""
-    for recv, send_ms, event_id, generated_ms in run.outputs:
-        in_ms = input_ts.get(event_id, 0)
-        if in_ms > 0:
-            run.lat_gen.append((generated_ms - in_ms) / 1000.0)
-            run.lat_send.append((send_ms - in_ms) / 1000.0)
-            run.lat_recv.append(recv - in_ms / 1000.0)
+def set_latencies(phases: Sequence[Phase], input_ts: dict[str, int]) -> None:
+    """Output record timestamp - input record timestamp, per output, in seconds."""
+    for phase in phases:
+        phase.latencies = [
+            (o.ts_ms - input_ts[o.event_id]) / 1000.0
+            for o in phase.outputs
+            if o.event_id in input_ts
+        ]
+
+
+def verify_output(
+    settings: Settings, produced: Collection[str], timeout_s: float
+) -> dict[str, Any]:
+    """Read the whole output topic back: records, duplicates, missing and unknown event ids."""
+    records, _ = read_records(
+        settings.bootstrap_servers, settings.recs_topic, len(produced), timeout_s, settle_s=2.0
+    )
+    events, recs = [], []
+    for r in records:
+        msg = json.loads(r.value or b"{}")
+        events.append(msg["event_id"])
+        recs.append(msg["rec_id"])
+    want = set(produced)
+    return {
+        "produced": len(want),
+        "records": len(records),
+        "dup_event_ids": len(events) - len(set(events)),
+        "dup_rec_ids": len(recs) - len(set(recs)),
+        "missing": len(want - set(events)),
+        "unknown": len(set(events) - want),
+        "ok": len(records) == len(want) == len(set(recs)) and set(events) == want,
+    }
