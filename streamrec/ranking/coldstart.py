@@ -14,9 +14,17 @@ the weight of ``content_weight`` co-occurrences::
 
 where ``n(x)`` is the total co-occurrence weight with trained items. The ``prior`` shrinks
 the vectors of items with little evidence: in inner-product search a full-norm average of
-popular neighbours outranks the items a user actually wants. The vector is written to
+popular neighbours outranks the items a user actually wants. The first vector is written to
 the index in the same call that saw the evidence, so the item is searchable at once (well
 within a second of the event).
+
+Rewriting an item's vector costs an HNSW update (hundreds of microseconds at 100,000 items), and
+an event touches every new item in the user's co-visitation window, so vectors are rewritten on
+a geometric schedule: when the item's evidence events since the last write reach
+``refresh_ratio`` times those counted at that write (and at least one). Early evidence, which
+moves a vector most, is written at once (the first ten touches each, with the default 0.1);
+later a popular item's vector is rewritten about every tenth of its history. ``write_vectors``
+(a restore, or an explicit refresh) always writes.
 
 For metrics, ``updates`` counts the vectors written and ``searchable`` the new items whose
 evidence or content vector is in the index and live now (kept as a set, so reading it is O(1);
@@ -43,6 +51,8 @@ class NewItemVectors:
         content_weight: weight of catalog content vectors, in co-occurrence units.
         prior: co-occurrence weight at which the evidence vector has half its full norm
             (0: full norm from the first co-occurrence).
+        refresh_ratio: rewrite a vector once its evidence events since the last write reach
+            this share of those counted then (0: after every event, as before).
     """
 
     def __init__(
@@ -52,9 +62,15 @@ class NewItemVectors:
         covisit: CoVisitation,
         content_weight: float = 2.0,
         prior: float = 0.0,
+        refresh_ratio: float = 0.1,
     ) -> None:
         if prior < 0:
             raise ValueError(f"prior must be >= 0, got {prior}")
+        if refresh_ratio < 0:
+            raise ValueError(f"refresh_ratio must be >= 0, got {refresh_ratio}")
+        self.refresh_ratio = refresh_ratio
+        self._touches: dict[str, int] = {}  # evidence events per new item
+        self._written_at: dict[str, int] = {}  # its touches when its vector was last written
         self.index = index
         self.trained = frozenset(trained)
         self.covisit = covisit
@@ -89,12 +105,22 @@ class NewItemVectors:
         self.update_searchable(item_id)
 
     def on_pairs(self, item_id: str, paired: Iterable[str]) -> list[str]:
-        """After an event of ``item_id`` paired with ``paired``: refresh the new items' vectors.
+        """After an event of ``item_id`` paired with ``paired``: refresh the new items' vectors
+        that are due (module docstring: the first at once, later on a geometric schedule).
 
         Returns:
             the new items whose vector was written.
         """
-        return self.write_vectors({item_id, *paired})
+        due = []
+        for item in {item_id, *paired}:
+            if not self.is_new(item):
+                continue
+            touches = self._touches.get(item, 0) + 1
+            self._touches[item] = touches
+            last = self._written_at.get(item, 0)
+            if touches - last >= max(1.0, self.refresh_ratio * last):
+                due.append(item)
+        return self.write_vectors(due)
 
     def write_vectors(self, items: Iterable[str]) -> list[str]:
         """Write the current evidence vector of every new item among ``items``.
@@ -112,6 +138,7 @@ class NewItemVectors:
             if vector is not None:
                 self.index.upsert(new, vector.tolist(), available=self._available(new))
                 self.updates += 1
+                self._written_at[new] = self._touches.get(new, 0)
                 self._vectored.add(new)
                 self.update_searchable(new)
                 written.append(new)

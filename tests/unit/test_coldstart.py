@@ -105,3 +105,32 @@ def test_searchable_counts_new_items_with_a_live_evidence_or_content_vector() ->
     assert rec.new_items.searchable == 1
     rec.observe_catalog(CatalogOp("i3", "delete", False, 3))  # trained items never count
     assert rec.new_items.searchable == 1
+
+
+def _touch(rec: Ranker, n: int) -> list[int]:
+    """n events, each pairing the new item with a trained one; the updates after each."""
+    out = []
+    for k in range(n):
+        rec.observe(make_event(user_id=f"u{k}", item_id=f"i{k % 50}"))
+        rec.observe(make_event(user_id=f"u{k}", item_id="fresh"))
+        out.append(rec.new_items.updates)
+    return out
+
+
+def test_vectors_are_rewritten_on_a_geometric_schedule() -> None:
+    rec = make_ranker()  # refresh_ratio 0.1
+    updates = _touch(rec, 300)
+    assert updates[:10] == list(range(1, 11)), "early evidence is written at once"
+    writes = updates[-1]
+    assert 30 < writes < 60, writes  # about 10 + log(300 / 10) / log(1.1), not 300
+    stale = rec.index.vectors_of(["fresh"])[0]
+    rec.new_items.write_vectors(["fresh"])
+    fresh = rec.index.vectors_of(["fresh"])[0]
+    cos = float(stale @ fresh / np.linalg.norm(stale) / np.linalg.norm(fresh))
+    assert cos > 0.99, "a scheduled vector is close to the up-to-date one"
+
+
+def test_a_zero_refresh_ratio_rewrites_after_every_event() -> None:
+    rec = make_ranker()
+    rec.new_items.refresh_ratio = 0.0
+    assert _touch(rec, 30) == list(range(1, 31))

@@ -72,6 +72,10 @@ def test_restore_leaves_the_state_observe_leaves(chunk: int) -> None:
     for offset, event in stream:
         assert observed.observe(event, 0, offset)
     counted = sum(restored.restore(0, stream[s : s + chunk]) for s in range(0, 400, chunk))
+    per_event_updates = observed.new_items.updates
+    # observe rewrites new-item vectors on a schedule (coldstart module docstring), restore
+    # writes the final ones: they agree once the observed vectors are brought up to date
+    observed.new_items.write_vectors(NEW)
 
     assert counted == 400
     got, want = _state(restored), _state(observed)
@@ -81,7 +85,7 @@ def test_restore_leaves_the_state_observe_leaves(chunk: int) -> None:
     assert _lists(restored) == _lists(observed)
     assert restored.next_offset(0) == observed.next_offset(0) == 500
     if chunk == 400:  # one vector per touched new item, not one per event
-        assert restored.new_items.updates == len(NEW) < observed.new_items.updates
+        assert restored.new_items.updates == len(NEW) < per_event_updates
 
 
 def test_an_observed_offset_is_not_counted_again() -> None:
