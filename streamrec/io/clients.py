@@ -87,6 +87,35 @@ def make_producer(settings: Settings) -> KafkaProducer:
         raise BrokerError(f"cannot connect to {servers}: {exc}") from exc
 
 
+def missing_topics(settings: Settings, names: Iterable[str], output: bool = False) -> list[str]:
+    """Which of ``names`` do not exist (listing topics never creates one, unlike a send).
+
+    Args:
+        settings: connection settings.
+        names: topic names to look for.
+        output: look on the output cluster (``output_bootstrap_servers``).
+
+    Raises:
+        BrokerError: the cluster did not answer.
+    """
+    servers = (settings.output_bootstrap_servers if output else None) or settings.bootstrap_servers
+    try:
+        consumer = KafkaConsumer(
+            bootstrap_servers=servers.split(","),
+            client_id=settings.client_id,
+            **settings.kafka_security(),
+        )
+    except KafkaError as exc:
+        raise BrokerError(f"cannot connect to {servers}: {exc}") from exc
+    try:
+        existing = consumer.topics()
+    except KafkaError as exc:
+        raise BrokerError(f"listing topics on {servers} failed: {exc}") from exc
+    finally:
+        consumer.close()
+    return sorted(set(names) - set(existing))
+
+
 def broker_connected(consumer: KafkaConsumer) -> bool:
     """True while the consumer holds at least one live broker connection.
 

@@ -31,6 +31,7 @@ class Health:
         self.db_ok = True
         self.broker_ok = True
         self._output_failed: str | None = None  # why sends fail, until the next delivery
+        self.missing_topics: list[str] = []  # output topics that do not exist
         self._broker_lost_at: float | None = None
         self._broker_failed_at = 0.0
 
@@ -90,6 +91,9 @@ class Health:
         if not self.broker_ok:
             return False, "broker unreachable"
         backlog = output.backlog
+        if self.missing_topics:
+            names = ", ".join(self.missing_topics)
+            return False, f"output topic missing: {names} (create it: streamrec topics)"
         if self._output_failed is not None or output.oldest_unacked_s >= self.unready_after_s:
             return False, f"output unreachable: {backlog} records wait in the outbox"
         if output.paused:

@@ -36,8 +36,13 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from streamrec.errors import ConflictError, FencedError, StoreError
-from streamrec.io.clients import broker_connected, make_consumer, make_producer
+from streamrec.errors import BrokerError, ConflictError, FencedError, StoreError
+from streamrec.io.clients import (
+    broker_connected,
+    make_consumer,
+    make_producer,
+    missing_topics,
+)
 from streamrec.ops.backoff import Backoff
 from streamrec.ops.http import OpsServer
 from streamrec.ops.metrics import Metrics
@@ -55,6 +60,7 @@ from streamrec.worker.step import BatchStats, Pipeline, Record
 log = logging.getLogger(__name__)
 
 DB_PING_INTERVAL_S = 2.0  # /readyz pings the database at most this often
+TOPIC_CHECK_INTERVAL_S = 10.0  # a missing output topic is looked for again this often
 CONFLICT_ATTEMPTS = 3  # a batch that raced another writer is rebuilt and retried this often
 
 
@@ -147,6 +153,7 @@ class Worker:
         self._db_backoff = Backoff()
         self._poll_backoff = Backoff(initial_s=0.1, max_s=1.0)
         self._db_pinged_at = -DB_PING_INTERVAL_S
+        self._topics_checked_at = 0.0
         self._db_answers = True
         self.producer: KafkaProducer | None = None
         self.consumer: KafkaConsumer | None = None
@@ -194,6 +201,7 @@ class Worker:
 
     def _open_clients(self) -> None:
         self.producer = make_producer(self.settings)
+        self._check_output_topics()
         self.relay.start(self.producer)
         ranker = self.pipeline.ranker
         self.catalog = CatalogFollower(
@@ -248,6 +256,28 @@ class Worker:
             self._db_answers = self.store.ping()
         return self._db_answers
 
+    def _check_output_topics(self) -> None:
+        """Not ready while an output topic does not exist (checked at start, then every
+        ``TOPIC_CHECK_INTERVAL_S`` until it does); a send would wait, or auto-create it."""
+        self._topics_checked_at = time.monotonic()
+        wanted = [self.settings.recs_topic, self.settings.dlq_topic]
+        try:
+            missing = missing_topics(self.settings, wanted, output=True)
+        except BrokerError as exc:
+            log.warning("output topics not checked: %s", exc)
+            return
+        if missing and missing != self.health.missing_topics:
+            servers = self.settings.output_bootstrap_servers or self.settings.bootstrap_servers
+            log.error(
+                "output topic(s) %s do not exist: create them, e.g. `streamrec topics "
+                "--bootstrap-servers %s` (not ready until they exist)",
+                ", ".join(missing),
+                servers,
+            )
+        elif not missing and self.health.missing_topics:
+            log.info("output topics exist now")
+        self.health.missing_topics = missing
+
     # -- rebalance ---------------------------------------------------------------------------
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
         """Pause new partitions until they are claimed and their stream state restored."""
@@ -285,6 +315,9 @@ class Worker:
         except StoreError as exc:
             self._store_failed(exc, [])
         self._apply_backpressure()
+        due = time.monotonic() - self._topics_checked_at >= TOPIC_CHECK_INTERVAL_S
+        if self.health.missing_topics and due:
+            self._check_output_topics()
         try:
             polled = self.consumer.poll(
                 timeout_ms=self.settings.poll_timeout_ms,
