@@ -19,13 +19,23 @@ are forgotten first).
 
 Candidates for a user are the neighbours of the last ``recent`` items of the history, each
 history item weighted by ``recency_decay ** age`` (age 0 = latest), scores summed.
+
+Storage: every item seen gets an integer key (``key_of``, ``names``); a row is a slot per
+neighbour key and two flat arrays (``array.array``: neighbour keys and weights, in the order the
+neighbours arrived; a pruned row is rewritten best first). Counting costs what a dict update
+costs, and reading a row as numpy arrays is a copy of contiguous memory: ``neighbor_arrays``,
+and ``candidate_scores`` which sums the rows exactly as ``candidates`` does (the same additions
+in the same order), unfiltered and unordered, for the ranker's array code.
 """
 
 from __future__ import annotations
 
 import heapq
+from array import array
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
 
 from streamrec.ranking.decay import DecayClock
 from streamrec.ranking.trending import DEFAULT_EVENT_WEIGHTS
@@ -61,8 +71,12 @@ class CoVisitation:
         self.event_weights = dict(event_weights)
         self.max_neighbors = max_neighbors
         self.max_users = max_users
-        self._recent: OrderedDict[str, deque[tuple[str, float]]] = OrderedDict()
-        self._counts: dict[str, dict[str, float]] = {}
+        self._recent: OrderedDict[str, deque[tuple[int, float]]] = OrderedDict()
+        self._rows: dict[int, _Row] = {}  # by item key
+        self._key: dict[str, int] = {}  # item id -> integer key (never reused)
+        self._names: list[str] = []  # integer key -> item id
+        self._scratch = np.zeros(0, dtype=np.float64)  # per key, a sum (zero between calls)
+        self._first = np.zeros(0, dtype=np.int64)  # per key, scratch for de-duplication
 
     def observe(
         self, user_id: str, item_id: str, event_type: str, ts_ms: int | None = None
@@ -82,32 +96,103 @@ class CoVisitation:
                 self._recent.popitem(last=False)
         else:
             self._recent.move_to_end(user_id)
+        key = self.key_of(item_id)
+        names = self._names
         paired = []
         for other, other_weight in recent:
-            if other == item_id:
+            if other == key:
                 continue
             pair = weight * other_weight * boost
-            self._bump(item_id, other, pair)
-            self._bump(other, item_id, pair)
-            paired.append(other)
-        recent.append((item_id, weight))
+            self._bump(key, other, pair)
+            self._bump(other, key, pair)
+            paired.append(names[other])
+        recent.append((key, weight))
         return paired
 
     def neighbors(self, item_id: str) -> Mapping[str, float]:
         """Co-visitation weights (decayed to the latest event time) of ``item_id``."""
-        row = self._counts.get(item_id, {})
+        row = self._row(item_id)
+        if row is None:
+            return {}
         factor = self._clock.factor()
-        return row if factor == 1.0 else {other: w * factor for other, w in row.items()}
+        names = self._names
+        weights = row.weights if factor == 1.0 else [w * factor for w in row.weights]
+        return {names[other]: w for other, w in zip(row.keys, weights, strict=True)}
 
     def count(self, a: str, b: str) -> float:
         """The co-visitation weight of the pair (symmetric, decayed)."""
-        return self._counts.get(a, {}).get(b, 0.0) * self._clock.factor()
+        row, b_key = self._row(a), self._key.get(b)
+        slot = None if row is None or b_key is None else row.slot.get(b_key)
+        weight = 0.0 if row is None or slot is None else row.weights[slot]
+        return weight * self._clock.factor()
+
+    def _row(self, item_id: str) -> _Row | None:
+        key = self._key.get(item_id)
+        return None if key is None else self._rows.get(key)
 
     def _rescale(self, scale: float) -> None:
         """Multiply every stored count by ``scale`` (the decay clock's anchor moved)."""
-        for row in self._counts.values():
-            for other in row:
-                row[other] *= scale
+        for row in self._rows.values():
+            row.weights = array("d", [w * scale for w in row.weights])
+
+    @property
+    def names(self) -> Sequence[str]:
+        """Item ids by integer key (``names[key_of(i)] == i``); grows, never reordered."""
+        return self._names
+
+    def key_of(self, item_id: str) -> int:
+        """The integer key of an item (given on first sight)."""
+        key = self._key.get(item_id)
+        if key is None:
+            key = self._key[item_id] = len(self._names)
+            self._names.append(item_id)
+        return key
+
+    def neighbor_arrays(self, item_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """The stored row of ``item_id`` as (neighbour keys int64, weights float64).
+
+        The weights are the stored (rescaled, not decayed) values ``candidates`` sums, in the
+        row's order (copies).
+        """
+        row = self._row(item_id)
+        if row is None:
+            return _EMPTY_KEYS, _EMPTY_WEIGHTS
+        return np.array(row.keys, dtype=np.int64), np.array(row.weights, dtype=np.float64)
+
+    def candidate_scores(
+        self, history: Sequence[str], recent: int = 5, recency_decay: float = 0.7
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The summed neighbour scores ``candidates`` ranks, as (unique keys, scores) arrays.
+
+        Unfiltered and unordered; each score is the same sum, in the same order, as
+        ``candidates`` computes (0.0, then each row's part, latest history item first), so the
+        values are identical.
+        """
+        tail = list(history[-recent:]) if recent > 0 else []
+        rows = []
+        for age, item in enumerate(reversed(tail)):
+            row = self._row(item)
+            if row is not None:
+                keys = np.array(row.keys, dtype=np.int64)
+                rows.append((keys, np.array(row.weights, dtype=np.float64), recency_decay**age))
+        if not rows:
+            return _EMPTY_KEYS, _EMPTY_WEIGHTS
+        if len(rows) == 1:
+            keys, weights, factor = rows[0]
+            return keys, 0.0 + factor * weights
+        if len(self._scratch) < len(self._names):
+            self._scratch = np.zeros(2 * len(self._names), dtype=np.float64)
+            self._first = np.zeros(2 * len(self._names), dtype=np.int64)
+        scratch, first = self._scratch, self._first  # all zero between calls
+        for keys, weights, factor in rows:  # keys are distinct within a row
+            scratch[keys] += factor * weights
+        every = np.concatenate([r[0] for r in rows])
+        where = np.arange(len(every))
+        first[every] = where  # one position of each key (whichever numpy writes last)
+        unique = every[first[every] == where]
+        scores = scratch[unique]
+        scratch[unique] = 0.0
+        return unique, scores
 
     def candidates(
         self,
@@ -122,24 +207,50 @@ class CoVisitation:
 
         Ties are broken by item id. Items in ``exclude`` or not ``available`` are skipped.
         """
-        scores: dict[str, float] = {}
+        scores: dict[int, float] = {}
         tail = list(history[-recent:]) if recent > 0 else []
         for age, item in enumerate(reversed(tail)):
             factor = recency_decay**age
-            for other, weight in self._counts.get(item, {}).items():
+            row = self._row(item)
+            for other, weight in zip(row.keys, row.weights, strict=True) if row else ():
                 scores[other] = scores.get(other, 0.0) + factor * weight
+        names = self._names
         keep = [
             (item_id, score)
-            for item_id, score in scores.items()
+            for item_id, score in ((names[other], score) for other, score in scores.items())
             if not (exclude and item_id in exclude) and (available is None or available(item_id))
         ]
         return heapq.nsmallest(n, keep, key=lambda kv: (-kv[1], kv[0]))
 
-    def _bump(self, a: str, b: str, weight: float) -> None:
-        row = self._counts.get(a)
+    def _bump(self, a: int, b: int, weight: float) -> None:
+        row = self._rows.get(a)
         if row is None:
-            row = self._counts[a] = {}
-        row[b] = row.get(b, 0.0) + weight
-        if len(row) > 2 * self.max_neighbors:
-            keep = sorted(row.items(), key=lambda kv: (-kv[1], kv[0]))[: self.max_neighbors]
-            self._counts[a] = dict(keep)
+            row = self._rows[a] = _Row()
+        slot = row.slot.get(b)
+        if slot is not None:
+            row.weights[slot] += weight
+            return
+        row.slot[b] = len(row.keys)
+        row.keys.append(b)
+        row.weights.append(0.0 + weight)
+        if len(row.keys) > 2 * self.max_neighbors:
+            names, keys, weights = self._names, row.keys, row.weights
+            best = sorted(range(len(keys)), key=lambda i: (-weights[i], names[keys[i]]))
+            self._rows[a] = _Row(best[: self.max_neighbors], keys, weights)
+
+
+class _Row:
+    """One item's neighbours: keys and weights in arrival order, and each key's slot."""
+
+    __slots__ = ("keys", "slot", "weights")
+
+    def __init__(
+        self, slots: Sequence[int] = (), keys: Sequence[int] = (), weights: Sequence[float] = ()
+    ) -> None:
+        self.keys = array("q", [keys[i] for i in slots])
+        self.weights = array("d", [weights[i] for i in slots])
+        self.slot = {key: n for n, key in enumerate(self.keys)}
+
+
+_EMPTY_KEYS = np.zeros(0, dtype=np.int64)
+_EMPTY_WEIGHTS = np.zeros(0, dtype=np.float64)

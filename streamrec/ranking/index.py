@@ -4,10 +4,17 @@ Items from the model keep their trained vectors. Items added by the catalog get 
 carried on the catalog record, or else the centroid of the trained vectors (a neutral cold-start
 vector, searchable at once). Deleted or unavailable items are marked deleted in the graph and
 never returned.
+
+Labels (the graph's integer ids, 0.. in order of arrival, never reused) are exposed for the
+ranker's array code: ``labels_of``, ``ids_of``, ``live_mask`` and ``search_labels`` (the same
+results as ``search``, as arrays). ``search`` runs one ``knn_query`` per group of queries that
+share hnswlib's effective beam (``max(ef_search, fetch)``), which gives exactly the per-query
+results (see ``search_labels``).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -53,6 +60,8 @@ class ItemIndex:
         self._label = {item_id: i for i, item_id in enumerate(self._ids)}
         self._vectors = vectors.copy()
         self._live = np.ones(len(self._ids), dtype=bool)
+        self._n_live = len(self._ids)
+        self._id_rank: _IdRank | None = None  # built on first use (``id_order``)
         self.centroid = vectors.mean(axis=0) if len(vectors) else np.zeros(self.dim, np.float32)
         self._ef_search = ef_search
         self._graph = hnswlib.Index(space="ip", dim=self.dim)
@@ -65,14 +74,18 @@ class ItemIndex:
 
     @property
     def size(self) -> int:
-        """Searchable (live) items."""
-        return int(self._live[: len(self._ids)].sum())
+        """Searchable (live) items (a counter: O(1))."""
+        return self._n_live
+
+    @property
+    def n_labels(self) -> int:
+        """Labels handed out so far (live or not); grows by one per new item."""
+        return len(self._ids)
 
     def stats(self) -> IndexStats:
         """Live and deleted-but-not-compacted item counts."""
         n = len(self._ids)
-        live = int(self._live[:n].sum())
-        return IndexStats(live=live, deleted=n - live)
+        return IndexStats(live=self._n_live, deleted=n - self._n_live)
 
     def __contains__(self, item_id: object) -> bool:
         return item_id in self._label
@@ -86,6 +99,31 @@ class ItemIndex:
         """Vectors of the known items among ``item_ids`` (unknown ids skipped), [n, dim]."""
         labels = [self._label[i] for i in item_ids if i in self._label]
         return self._vectors[labels].reshape(len(labels), self.dim)
+
+    def labels_of(self, item_ids: Iterable[str]) -> np.ndarray:
+        """The label of each id (-1 for an unknown id), int64, in the order given."""
+        get = self._label.get
+        return np.fromiter((get(i, -1) for i in item_ids), dtype=np.int64)
+
+    def vectors_at(self, labels: np.ndarray) -> np.ndarray:
+        """Vectors of known labels (``labels >= 0``), [len(labels), dim]."""
+        return self._vectors[labels].reshape(len(labels), self.dim)
+
+    def ids_of(self, labels: Iterable[int]) -> list[str]:
+        """The ids of known labels."""
+        ids = self._ids
+        return [ids[lab] for lab in labels]
+
+    def id_order(self, labels: np.ndarray) -> np.ndarray:
+        """Per label, an int64 that orders labels as their ids (ascending): for tie-breaks."""
+        if self._id_rank is None:
+            self._id_rank = _IdRank(self._ids, self._label)
+        return self._id_rank.ranks[labels]
+
+    def live_mask(self, labels: np.ndarray) -> np.ndarray:
+        """Per label, whether it is a known, live item (-1, an unknown id, is not)."""
+        labels = np.asarray(labels, dtype=np.int64)
+        return (labels >= 0) & self._live[np.maximum(labels, 0)]
 
     def upsert(self, item_id: str, vector: Sequence[float] | None, available: bool) -> None:
         """Add or update an item; it is searchable (if available) when this returns."""
@@ -149,49 +187,138 @@ class ItemIndex:
         Returns:
             per query, up to k (item_id, score) pairs, best first.
         """
+        ids = self._ids
+        return [
+            [(ids[lab], score) for lab, score in zip(labels.tolist(), scores.tolist(), strict=True)]
+            for labels, scores in self.search_labels(queries, k, exclude)
+        ]
+
+    def search_labels(
+        self,
+        queries: np.ndarray,
+        k: int,
+        exclude: Sequence[set[str]] | None = None,
+        exclude_labels: Sequence[np.ndarray] | None = None,
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``search`` as arrays: per query, (labels int64, scores float64), best first.
+
+        Each query fetches ``k + len(its exclude)`` neighbours (doubling while the exclusions
+        leave fewer than ``k``) with the beam ``max(ef_search, fetch)``. Queries are searched
+        in one ``knn_query`` per beam: hnswlib's result for a smaller ``k`` under the same beam
+        is the head of the larger one (the same candidates, cut), except where the distances
+        tie across the cut; such queries, and every query of a call that hnswlib cannot fill,
+        are searched alone, as before.
+
+        Args:
+            queries: [n, dim] (or one [dim] query).
+            k: results wanted per query.
+            exclude: per query, ids never returned (their count sets the fetch size).
+            exclude_labels: the same exclusions as labels (known ids only), when the caller
+                has them already.
+        """
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ItemIndexError(f"queries have shape {queries.shape}, expected (n, {self.dim})")
         excl = list(exclude) if exclude is not None else [set() for _ in range(len(queries))]
         if len(excl) != len(queries):
             raise ItemIndexError("exclude must have one set per query")
-        results: list[list[tuple[str, float]]] = []
-        for row, skip in zip(queries, excl, strict=True):
-            results.append(self._search_one(row, k, skip))
+        if exclude_labels is None:
+            skips = [self.known_labels(skip) for skip in excl]
+        else:
+            skips = [np.asarray(s, dtype=np.int64) for s in exclude_labels]
+            skips = [s[s >= 0] for s in skips]
+            if len(skips) != len(queries):
+                raise ItemIndexError("exclude_labels must have one array per query")
+        live = self.size
+        fetches = [min(live, k + len(skip)) for skip in excl]
+        empty = (np.zeros(0, np.int64), np.zeros(0, np.float64))
+        results: list[tuple[np.ndarray, np.ndarray]] = [empty] * len(queries)
+        groups: dict[int, list[int]] = {}
+        for row, fetch in enumerate(fetches):
+            if fetch > 0:
+                groups.setdefault(max(self._ef_search, fetch), []).append(row)
+        mask = np.zeros(len(self._ids), dtype=bool)  # the excluded labels of one query
+        for ef, rows in groups.items():
+            widest = max(fetches[r] for r in rows)
+            found = self._knn_batch(queries[rows], widest, ef)
+            for j, row in enumerate(rows):
+                fetch, skip = fetches[row], skips[row]
+                if found is None or (
+                    fetch < widest and found[1][j, fetch - 1] == found[1][j, fetch]
+                ):
+                    results[row] = self._search_one(queries[row], k, skip, fetch, live, mask)
+                    continue
+                labels, dists = found[0][j, :fetch], found[1][j, :fetch]
+                mask[skip] = True
+                keep = ~mask[labels]
+                mask[skip] = False
+                if int(keep.sum()) >= k or fetch >= live:
+                    results[row] = (labels[keep][:k], _ip_scores(dists[keep][:k]))
+                else:
+                    results[row] = self._search_one(
+                        queries[row], k, skip, min(live, fetch * 2), live, mask
+                    )
         return results
 
-    def _search_one(self, query: np.ndarray, k: int, skip: set[str]) -> list[tuple[str, float]]:
-        live = self.size
-        fetch = min(live, k + len(skip))
-        while fetch > 0:
-            hits = [(i, s) for i, s in self._knn(query, fetch) if i not in skip]
-            if len(hits) >= k or fetch >= live:
-                return hits[:k]
-            fetch = min(live, fetch * 2)
-        return []
+    def known_labels(self, item_ids: Iterable[str]) -> np.ndarray:
+        """The labels of the known ids among ``item_ids`` (unknown ids skipped)."""
+        labels = self.labels_of(item_ids)
+        return labels[labels >= 0]
 
-    def _knn(self, query: np.ndarray, fetch: int) -> list[tuple[str, float]]:
+    def _search_one(
+        self,
+        query: np.ndarray,
+        k: int,
+        skip: np.ndarray,
+        fetch: int,
+        live: int,
+        mask: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One query alone, from ``fetch`` neighbours on, doubling while too few are left."""
+        while fetch > 0:
+            labels, scores = self._knn(query, fetch)
+            mask[skip] = True
+            keep = ~mask[labels]
+            mask[skip] = False
+            if int(keep.sum()) >= k or fetch >= live:
+                return labels[keep][:k], scores[keep][:k]
+            fetch = min(live, fetch * 2)
+        return np.zeros(0, np.int64), np.zeros(0, np.float64)
+
+    def _knn_batch(
+        self, queries: np.ndarray, fetch: int, ef: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(labels, distances) [n, fetch] under beam ``ef``; None when hnswlib cannot fill."""
+        self._graph.set_ef(ef)
+        try:
+            labels, dists = self._graph.knn_query(queries, k=fetch)
+        except RuntimeError:
+            return None
+        return labels.astype(np.int64), dists
+
+    def _knn(self, query: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
         self._graph.set_ef(max(self._ef_search, fetch))
         try:
             labels, dists = self._graph.knn_query(query[None, :], k=fetch)
         except RuntimeError:
             # hnswlib cannot always fill k slots when many nodes are deleted: fall back to exact.
             return self._exact(query, fetch)
-        return [
-            (self._ids[lab], float(1.0 - d)) for lab, d in zip(labels[0], dists[0], strict=True)
-        ]
+        return labels[0].astype(np.int64), _ip_scores(dists[0])
 
-    def _exact(self, query: np.ndarray, fetch: int) -> list[tuple[str, float]]:
+    def _exact(self, query: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
         n = len(self._ids)
         scores = self._vectors[:n] @ query
         scores[~self._live[:n]] = -np.inf
         top = np.argsort(-scores, kind="stable")[:fetch]
-        return [(self._ids[i], float(scores[i])) for i in top if np.isfinite(scores[i])]
+        top = top[np.isfinite(scores[top])]
+        return top.astype(np.int64), scores[top].astype(np.float64)
 
     def _append(self, item_id: str, vector: Sequence[float] | np.ndarray) -> int:
         label = len(self._ids)
         self._ids.append(item_id)
         self._label[item_id] = label
+        if self._id_rank is not None:
+            self._id_rank.add(item_id, label)
         if label >= len(self._vectors):
             grow = max(16, len(self._vectors))
             self._vectors = np.vstack([self._vectors, np.zeros((grow, self.dim), np.float32)])
@@ -206,6 +333,57 @@ class ItemIndex:
     def _set_live(self, label: int, live: bool) -> None:
         if live and not self._live[label]:
             self._graph.unmark_deleted(label)
+            self._n_live += 1
         elif not live and self._live[label]:
             self._graph.mark_deleted(label)
+            self._n_live -= 1
         self._live[label] = live
+
+
+class _IdRank:
+    """Integers in the order of the item ids, per label, kept up to date as items arrive.
+
+    Ranks are spread ``_GAP`` apart; a new id takes the middle of the gap between its sorted
+    neighbours, and every rank is renumbered when a gap is used up (rare).
+    """
+
+    _GAP = 1 << 32
+
+    def __init__(self, ids: list[str], label: dict[str, int]) -> None:
+        self._ids = ids  # the index's own list and map, shared (read only here)
+        self._label = label
+        self.ranks = np.zeros(0, dtype=np.int64)
+        self._sorted: list[str] = []
+        self._renumber()
+
+    def _renumber(self) -> None:
+        self._sorted = sorted(self._ids)
+        ranks = np.zeros(max(16, 2 * len(self._ids)), dtype=np.int64)
+        labels = np.fromiter(map(self._label.__getitem__, self._sorted), np.int64, len(self._ids))
+        ranks[labels] = np.arange(1, len(labels) + 1, dtype=np.int64) * self._GAP
+        self.ranks = ranks
+
+    def add(self, item_id: str, label: int) -> None:
+        """Rank a new label (its id already appended to the index's list and map)."""
+        if label >= len(self.ranks):
+            self.ranks = np.concatenate([self.ranks, np.zeros(len(self.ranks), np.int64)])
+        pos = bisect_left(self._sorted, item_id)
+        low = int(self.ranks[self._label[self._sorted[pos - 1]]]) if pos > 0 else 0
+        if pos < len(self._sorted):
+            high = int(self.ranks[self._label[self._sorted[pos]]])
+        else:
+            high = low + 2 * self._GAP
+        if high - low < 2:
+            self._renumber()
+            return
+        self._sorted.insert(pos, item_id)
+        self.ranks[label] = (low + high) // 2
+
+
+# hnswlib's "ip" distance is 1 - inner product (float32); a score is ``1.0 - distance`` computed
+# as numpy computes it for one float32 scalar (float32 under NumPy 2, float64 under NumPy 1).
+_IP_DTYPE = np.asarray(1.0 - np.float32(0.5)).dtype
+
+
+def _ip_scores(dists: np.ndarray) -> np.ndarray:
+    return (1.0 - np.asarray(dists).astype(_IP_DTYPE)).astype(np.float64)

@@ -38,7 +38,7 @@ Event-type weights (a purchase counts more than a click) apply to trending and c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -48,9 +48,17 @@ from streamrec.core.events import CatalogOp, Event
 from streamrec.core.history import UserState
 from streamrec.ranking.coldstart import NewItemVectors
 from streamrec.ranking.covisit import CoVisitation
-from streamrec.ranking.encoder import Encoder
+from streamrec.ranking.encoder import Encoder, encode_bucketed
 from streamrec.ranking.explore import ExplorePool, ListPool, ShownItem, epsilon_slots, request_rng
-from streamrec.ranking.fusion import Candidates, Fused, FusionMethod, fuse
+from streamrec.ranking.fusion import (
+    ArrayCandidates,
+    Candidates,
+    Fused,
+    FusedArrays,
+    FusionMethod,
+    fuse_arrays,
+    top_positions,
+)
 from streamrec.ranking.index import ItemIndex
 from streamrec.ranking.trending import Trending
 
@@ -188,6 +196,9 @@ class Ranker:
         )
         self.max_len = max(encoder.max_len, 1)
         self._next_offsets: dict[int, int] = {}  # per partition: the next offset not yet counted
+        # index label of each co-visitation key (-1: unknown to the index when looked up)
+        self._covisit_labels = np.zeros(0, dtype=np.int64)
+        self._covisit_index_labels = index.n_labels  # index size at the last lookup
 
     # -- state ---------------------------------------------------------------------------
     def observe(
@@ -267,6 +278,11 @@ class Ranker:
     ) -> list[list[ShownItem]]:
         """Lists for a batch of users (same order).
 
+        Per batch: one encoder run per bucket of similar history lengths, one ``knn_query``
+        per hnswlib beam, one trending head (filtered per user); per user, array code over
+        item labels (exclusions as a mask) and an exploration pool built only when a slot
+        explores. The lists are those of the per-request rule in the module docstring.
+
         Args:
             states: the users' states after their latest event.
             exclude: per user, items never to show (purchases, history when configured).
@@ -277,37 +293,106 @@ class Ranker:
         k = k or self.config.k
         if len(exclude) != len(states):
             raise ValueError("exclude must have one set per state")
-        ann = self._ann_candidates(states, exclude)
+        index = self.index
+        reach = [index.labels_of(state.history[-self.max_len :]) for state in states]
+        skips = [index.known_labels(skip) for skip in exclude]
+        ann = self._ann_arrays(reach, exclude, skips)
+        trending = self._trending_head(max((len(skip) for skip in exclude), default=0))
+        self._refresh_covisit_labels()
+        mask = np.zeros(index.n_labels, dtype=bool)  # the current user's excluded labels
+        scratch = np.zeros(index.n_labels, dtype=np.int64)  # fusion's work array
         out = []
-        for row, (state, skip) in enumerate(zip(states, exclude, strict=True)):
+        for row, state in enumerate(states):
             key = keys[row] if keys is not None else _state_key(state)
-            out.append(self._one(state, skip, ann[row], k, key))
+            request = _Request(state, exclude[row], skips[row], int((reach[row] >= 0).sum()))
+            mask[request.skip_labels] = True
+            try:
+                out.append(self._one(request, mask, scratch, ann[row], trending, k, key))
+            finally:
+                mask[request.skip_labels] = False
         return out
 
     def _one(
         self,
-        state: UserState,
-        skip: set[str],
-        ann: Candidates,
+        request: _Request,
+        mask: np.ndarray,
+        scratch: np.ndarray,
+        ann: ArrayCandidates,
+        trending: ArrayCandidates | None,
         k: int,
         key: str,
     ) -> list[ShownItem]:
         cfg = self.config
-        sources: dict[str, Candidates] = {"ann": ann}
-        if "trending" in cfg.sources:
-            sources["trending"] = self.trending.top(cfg.pool, skip, self.index.is_live)
-        if "covisit" in cfg.sources and state.history:
-            sources["covisit"] = self.covisit.candidates(
-                state.history, cfg.pool, skip, self.index.is_live, recent=cfg.covisit_recent
-            )
-        fused = fuse(sources, self.source_weights(state), cfg.fusion, cfg.rrf_k)
-        if len(fused) < k:
-            fused = _backfill(fused, ann, k)
-        exploit = fused[:k]
+        ids_of = self.index.ids_of
+        sources: dict[str, ArrayCandidates] = {"ann": ann}
+        if trending is not None:
+            keep = ~mask[trending[0]]
+            sources["trending"] = (trending[0][keep][: cfg.pool], trending[1][keep][: cfg.pool])
+        if "covisit" in cfg.sources and request.state.history:
+            sources["covisit"] = self._covisit_arrays(request.state.history, mask)
+        weights = self._weights(request.known, bool(request.state.history))
+        fused = fuse_arrays(sources, weights, cfg.fusion, cfg.rrf_k, scratch)
+        rng = request_rng(cfg.seed, key)
         pool: ExplorePool | list[Fused] = []
+        if len(fused) < k:  # rare: a short list, filled up from the encoder's candidates
+            ann_list = list(zip(ids_of(ann[0].tolist()), ann[1].tolist(), strict=True))
+            full = _backfill(
+                fused.fused(fused.ranked(len(fused), self.index.id_order), ids_of), ann_list, k
+            )
+            if cfg.explore_rate > 0:
+                pool = self._explore_pool(full, ann_list, request.exclude, k)
+            return epsilon_slots(full[:k], pool, k, cfg.explore_rate, rng)
+        top = fused.ranked(k, self.index.id_order)
+        exploit = fused.fused(top, ids_of)
         if cfg.explore_rate > 0:
-            pool = self._explore_pool(fused, ann, skip, k)
-        return epsilon_slots(exploit, pool, k, cfg.explore_rate, request_rng(cfg.seed, key))
+            pool = self._lazy_explore_pool(request, mask, fused, top, ann, k)
+        return epsilon_slots(exploit, pool, k, cfg.explore_rate, rng)
+
+    def _lazy_explore_pool(
+        self,
+        request: _Request,
+        mask: np.ndarray,
+        fused: FusedArrays,
+        top: np.ndarray,
+        ann: ArrayCandidates,
+        k: int,
+    ) -> ExplorePool:
+        """``_explore_pool`` for a list of at least ``k`` fused items: its size now (exact),
+        its items only when a slot explores."""
+        cfg = self.config
+        index = self.index
+        ids_of = index.ids_of
+        shown = fused.keys[top]
+        if cfg.explore_from == "catalog":
+            # live items outside skip | shown: every live excluded label, then every live shown
+            # item that is not excluded (labels of a set are distinct)
+            excluded = int(np.count_nonzero(index.live_mask(request.skip_labels)))
+            excluded += int(np.count_nonzero(index.live_mask(shown) & ~mask[shown]))
+            size = index.size - excluded
+            skip = request.exclude
+            return _LazyPool(
+                size, lambda: CatalogPool(index, skip | set(ids_of(shown.tolist())), size)
+            )
+        if cfg.explore_from == "fused":
+            size = max(0, min(cfg.explore_pool, len(fused) - k))
+            return _LazyPool(
+                size,
+                lambda: ListPool(
+                    fused.fused(fused.ranked(k + cfg.explore_pool, index.id_order)[k:], ids_of)
+                ),
+            )
+        tail = ann[0][~np.isin(ann[0], shown)][: cfg.explore_pool]
+        return _LazyPool(
+            len(tail),
+            lambda: ListPool(
+                [
+                    Fused(item_id, score, "ann")
+                    for item_id, score in zip(
+                        ids_of(tail.tolist()), fused.score_of(tail).tolist(), strict=True
+                    )
+                ]
+            ),
+        )
 
     def _explore_pool(
         self, fused: list[Fused], ann: Candidates, skip: set[str], k: int
@@ -325,13 +410,15 @@ class Ranker:
 
     def source_weights(self, state: UserState) -> dict[str, float]:
         """The per-request source weights (module docstring)."""
+        return self._weights(self.known_history(state), bool(state.history))
+
+    def _weights(self, n: int, has_history: bool) -> dict[str, float]:
         cfg = self.config
-        n = self.known_history(state)
         g = n / (n + cfg.blend_half_history) if cfg.blend_half_history > 0 else 1.0
         weights = {
             "ann": cfg.weight_ann * g if n else 0.0,
             "trending": cfg.weight_trending * ((1.0 - g) + g * cfg.trending_floor),
-            "covisit": cfg.weight_covisit if state.history else 0.0,
+            "covisit": cfg.weight_covisit if has_history else 0.0,
         }
         if cfg.sources == ("ann",):
             weights["ann"] = 1.0
@@ -341,38 +428,110 @@ class Ranker:
         """History items (within the encoder's reach) that have a vector."""
         return sum(1 for i in state.history[-self.max_len :] if i in self.index)
 
-    def _ann_candidates(
-        self, states: Sequence[UserState], exclude: Sequence[set[str]]
-    ) -> list[list[tuple[str, float]]]:
-        out: list[list[tuple[str, float]]] = [[] for _ in states]
+    def _ann_arrays(
+        self,
+        reach: Sequence[np.ndarray],
+        exclude: Sequence[set[str]],
+        skips: Sequence[np.ndarray],
+    ) -> list[ArrayCandidates]:
+        """Per user, the encoder's live candidates (labels, scores), best first."""
         if "ann" not in self.config.sources:
-            return out
-        rows, histories = [], []
-        for row, state in enumerate(states):
-            vecs = self.index.vectors_of(state.history[-self.max_len :])
-            if len(vecs) == 0:
+            return [_NO_CANDIDATES] * len(reach)
+        index = self.index
+        histories = []
+        for labels in reach:
+            known = labels[labels >= 0]
+            if len(known):
+                histories.append(index.vectors_at(known))
+            else:
                 # no known item yet: the catalog centroid, a neutral taste (the encoder's
                 # candidates then only fill short lists and explore, unless ann is alone)
-                vecs = self.index.centroid[None, :].astype(np.float32)
-            if len(vecs):
-                rows.append(row)
-                histories.append(vecs)
-        if not rows:
-            return out
-        vectors = self.encoder.encode(histories)
-        found = self.index.search(vectors, self.config.pool, [exclude[r] for r in rows])
-        for row, cands in zip(rows, found, strict=True):
-            out[row] = [(i, s) for i, s in cands if self.index.is_live(i)]
+                histories.append(index.centroid[None, :].astype(np.float32))
+        if not histories:
+            return []
+        vectors = encode_bucketed(self.encoder, histories)
+        found = index.search_labels(vectors, self.config.pool, exclude, skips)
+        out = []
+        for labels, scores in found:
+            live = index.live_mask(labels)
+            out.append((labels, scores) if live.all() else (labels[live], scores[live]))
         return out
+
+    def _trending_head(self, widest_skip: int) -> ArrayCandidates | None:
+        """The trending list's first ``pool + widest_skip`` live items (labels, scores).
+
+        Filtering it by a user's exclusions (at most ``widest_skip`` of them) leaves at least
+        ``pool`` items, or every live item: exactly ``Trending.top(pool, skip, is_live)``.
+        """
+        if "trending" not in self.config.sources:
+            return None
+        head = self.trending.top(self.config.pool + widest_skip, None, self.index.is_live)
+        labels = self.index.labels_of(item_id for item_id, _ in head)
+        return labels, np.fromiter((score for _, score in head), np.float64, len(head))
+
+    def _refresh_covisit_labels(self) -> None:
+        """Look up again the co-visited ids the index did not know, when it has grown."""
+        if self.index.n_labels == self._covisit_index_labels:
+            return
+        self._covisit_index_labels = self.index.n_labels
+        missing = np.flatnonzero(self._covisit_labels < 0)
+        if len(missing):
+            names = self.covisit.names
+            self._covisit_labels[missing] = self.index.labels_of(names[i] for i in missing.tolist())
+
+    def _covisit_arrays(self, history: Sequence[str], mask: np.ndarray) -> ArrayCandidates:
+        """``covisit.candidates(history, pool, skip, is_live, recent)`` as (labels, scores)."""
+        keys, scores = self.covisit.candidate_scores(history, recent=self.config.covisit_recent)
+        if not len(keys):
+            return _NO_CANDIDATES
+        names = self.covisit.names
+        have = len(self._covisit_labels)
+        if len(names) > have:  # items co-visited for the first time since the last lookup
+            self._covisit_labels = np.concatenate(
+                [self._covisit_labels, self.index.labels_of(names[have:])]
+            )
+        labels = self._covisit_labels[keys]
+        ok = self.index.live_mask(labels) & ~mask[np.maximum(labels, 0)]
+        labels, scores = labels[ok], scores[ok]
+        top = top_positions(scores, self.config.pool, labels, self.index.id_order)
+        return labels[top], scores[top]
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    state: UserState
+    exclude: set[str]
+    skip_labels: np.ndarray  # labels of the excluded ids the index knows (distinct)
+    known: int  # history items within the encoder's reach that have a vector
+
+
+class _LazyPool:
+    """An exploration pool of known size whose items are listed only when drawn from."""
+
+    def __init__(self, size: int, build: Callable[[], ExplorePool]) -> None:
+        self._size = size
+        self._build = build
+
+    def __len__(self) -> int:
+        return self._size
+
+    def draw(self, rng: np.random.Generator, n: int) -> list[Fused]:
+        """``n`` distinct items of the pool, uniformly without replacement."""
+        if n <= 0:
+            return []
+        return self._build().draw(rng, n)
 
 
 class CatalogPool:
-    """Every live item outside ``exclude``, drawn uniformly through the index (not listed)."""
+    """Every live item outside ``exclude``, drawn uniformly through the index (not listed).
 
-    def __init__(self, index: ItemIndex, exclude: set[str]) -> None:
+    ``size``, when the caller knows it, must be ``index.live_count(exclude)``.
+    """
+
+    def __init__(self, index: ItemIndex, exclude: set[str], size: int | None = None) -> None:
         self.index = index
         self.exclude = exclude
-        self._size = index.live_count(exclude)
+        self._size = index.live_count(exclude) if size is None else size
 
     def __len__(self) -> int:
         return self._size
@@ -387,6 +546,9 @@ def _backfill(fused: list[Fused], ann: Candidates, k: int) -> list[Fused]:
     have = {f.item_id for f in fused}
     extra = [Fused(i, 0.0, "ann") for i, _ in ann if i not in have]
     return [*fused, *extra[: k - len(fused)]]
+
+
+_NO_CANDIDATES: ArrayCandidates = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
 
 
 def _state_key(state: UserState) -> str:

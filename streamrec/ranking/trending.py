@@ -92,8 +92,6 @@ class Trending:
         n = len(self._ids)
         if self._order is not None and (len(self._order) > need or len(self._order) == n):
             return self._order
-        if self._id_array is None:
-            self._id_array = np.asarray(self._ids)
         raw = self._raw[:n]
         size = min(n, max(_HEAD, 2 * need))
         if size < n:
@@ -101,8 +99,10 @@ class Trending:
             rows = np.flatnonzero(raw >= threshold)
         else:
             rows = np.arange(n)
-        # score descending, then item id
-        self._order = rows[np.lexsort((self._id_array[rows], -raw[rows]))]
+        # score descending, then item id (the ids of the head only: a catalog may be large and
+        # gain rows between rankings)
+        ids = self._id_array[rows] if self._id_array is not None else self._ids_at(rows)
+        self._order = rows[np.lexsort((ids, -raw[rows]))]
         return self._order
 
     def top(
@@ -127,6 +127,14 @@ class Trending:
 
     def __len__(self) -> int:
         return len(self._ids)
+
+    def _ids_at(self, rows: np.ndarray) -> np.ndarray:
+        """The ids of ``rows`` as a numpy array; the whole table is cached once it is needed."""
+        if len(rows) < len(self._ids) // 4:
+            ids = self._ids
+            return np.asarray([ids[r] for r in rows.tolist()])
+        self._id_array = np.asarray(self._ids)
+        return self._id_array[rows]
 
     def _new_row(self, item_id: str) -> int:
         row = len(self._ids)

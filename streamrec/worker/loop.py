@@ -26,6 +26,7 @@ once, so a batch re-read after a failed commit is not counted twice.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -181,6 +182,9 @@ class Worker:
             server.__enter__()
         try:
             self._open_clients()
+            # the model, the index and the catalog are loaded: keep the garbage collector from
+            # walking them again in every full collection (pauses on a large heap)
+            gc.freeze()
             if on_ready is not None:
                 on_ready(server)
             log.info(

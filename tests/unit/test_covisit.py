@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from streamrec.ranking.covisit import CoVisitation
@@ -92,3 +93,62 @@ def test_decayed_counts_survive_rebasing_over_very_long_streams() -> None:
     assert cv.count("a", "b") == pytest.approx(total)
     with pytest.raises(ValueError, match="half_life_s"):
         CoVisitation(half_life_s=0.0)
+
+
+def _stream(seed: int, n: int, ts_step: int) -> list[tuple[str, str, str, int]]:
+    """Skewed random events: few users, popular items, some purchases, tied timestamps."""
+    rng = np.random.default_rng(seed)
+    items = rng.zipf(1.3, size=n) % 60
+    return [
+        (f"u{rng.integers(12)}", f"i{item}", "purchase" if rng.random() < 0.1 else "click", ts)
+        for ts, item in zip(np.arange(n) // 3 * ts_step, items.tolist(), strict=True)
+    ]
+
+
+@pytest.mark.parametrize("half_life_s", [None, 50.0, 0.5])  # 0.5 s: the clock rebases
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_candidate_scores_are_the_candidates_exactly(seed: int, half_life_s: float | None) -> None:
+    cv = CoVisitation(window=6, max_neighbors=8, half_life_s=half_life_s)  # rows get pruned
+    histories: dict[str, list[str]] = {}
+    for n, (user, item, kind, ts) in enumerate(_stream(seed, 1500, 1000)):
+        cv.observe(user, item, kind, ts)
+        histories.setdefault(user, []).append(item)
+        if n % 97 == 0:
+            for history in histories.values():
+                for recent in (0, 1, 3, 5):
+                    want = cv.candidates(history, 10_000, recent=recent)
+                    keys, scores = cv.candidate_scores(history, recent=recent)
+                    assert len(set(keys.tolist())) == len(keys)
+                    got = sorted(
+                        zip([cv.names[k] for k in keys.tolist()], scores.tolist(), strict=True),
+                        key=lambda kv: (-kv[1], kv[0]),
+                    )
+                    assert got == want  # the same floats, not approximately
+
+
+def test_neighbor_arrays_are_the_stored_rows_by_key() -> None:
+    cv = CoVisitation(window=4, max_neighbors=5, half_life_s=30.0)
+    for user, item, kind, ts in _stream(7, 800, 1000):
+        cv.observe(user, item, kind, ts)
+    factor = 2.0 ** (-(cv._clock.now_ms - cv._clock.anchor_ms) / cv.half_life_ms)
+    for n in range(60):
+        keys, weights = cv.neighbor_arrays(f"i{n}")
+        names = [cv.names[k] for k in keys.tolist()]
+        assert dict(zip(names, (weights * factor).tolist(), strict=True)) == cv.neighbors(f"i{n}")
+        assert all(cv.key_of(name) == k for name, k in zip(names, keys.tolist(), strict=True))
+    assert cv.neighbor_arrays("never-seen")[0].size == 0
+
+
+def test_a_pruned_row_keeps_the_best_neighbours_best_first_ties_by_id() -> None:
+    cv = CoVisitation(window=1, max_neighbors=3)
+    weights = {"e": 2.0, "b": 5.0, "g": 2.0, "a": 1.0, "f": 5.0, "c": 2.0, "d": 9.0}
+    for n, (item, times) in enumerate(weights.items()):
+        for m in range(int(times)):
+            cv.observe(f"u{n}-{m}", "hub", "click")
+            cv.observe(f"u{n}-{m}", item, "click")
+    # the first pair with "d", the 7th neighbour, made 7 > 2 * 3: the best 3 then stayed, in
+    # (-weight, id) order (b and f, then c of the tied c, e, g); "d" came back and grew
+    assert list(cv.neighbors("hub").items()) == [("b", 5.0), ("f", 5.0), ("c", 2.0), ("d", 8.0)]
+    cv.observe("late", "hub", "click")
+    cv.observe("late", "z", "click")
+    assert list(cv.neighbors("hub")) == ["b", "f", "c", "d", "z"]  # newcomers are appended

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamrec.ranking.fusion import fuse
+from streamrec.ranking.fusion import fuse, fuse_arrays, top_positions
 
 ITEMS = st.sampled_from([f"i{n}" for n in range(30)])
 
@@ -85,3 +86,68 @@ def test_unknown_method_and_negative_k_are_rejected() -> None:
         fuse({"a": [("x", 1.0)]}, {"a": 1.0}, "nope")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="rrf_k"):
         fuse({"a": [("x", 1.0)]}, {"a": 1.0}, rrf_k=-1)
+
+
+# -- the array form (the ranker's per-request path) -----------------------------------------
+
+ANY_LISTS = st.lists(  # repeats allowed, scores with ties
+    st.tuples(ITEMS, st.sampled_from([0.0, 0.5, 1.0, 1.0, 2.5, 7.0])), max_size=15
+)
+
+
+def _keyed(cands: list[tuple[str, float]]) -> tuple[np.ndarray, np.ndarray]:
+    keys = np.array([int(i[1:]) for i, _ in cands], dtype=np.int64)
+    return keys, np.array([s for _, s in cands], dtype=np.float64)
+
+
+def _ids(keys: np.ndarray) -> list[str]:
+    return [f"i{k}" for k in keys.tolist()]
+
+
+def _order(keys: np.ndarray) -> np.ndarray:  # integers in the order of the ids "i<k>"
+    return np.array([sorted(_ids(np.arange(30))).index(f"i{k}") for k in keys.tolist()])
+
+
+@given(
+    st.dictionaries(st.sampled_from(["ann", "trending", "covisit"]), ANY_LISTS, min_size=1),
+    st.dictionaries(
+        st.sampled_from(["ann", "trending", "covisit"]),
+        st.sampled_from([0.0, 0.5, 1.0, 1.5, 3.0]),  # equal weights make tied sums
+        min_size=3,
+    ),
+    st.sampled_from(["rrf", "score"]),
+    st.sampled_from([0.0, 1.0, 60.0]),
+    st.booleans(),
+)
+def test_fuse_arrays_equals_fuse_exactly(sources, weights, method, rrf_k, scratch) -> None:
+    expected = fuse(sources, weights, method, rrf_k)
+    work = np.full(40, -7, dtype=np.int64) if scratch else None  # stale contents are fine
+    got = fuse_arrays(
+        {name: _keyed(c) for name, c in sources.items()}, weights, method, rrf_k, work
+    )
+    assert len(got) == len(expected)
+    for n in (0, 1, 3, 10, len(got)):  # every head is the head of the full ranking
+        assert got.fused(got.ranked(n, _order), _ids) == expected[:n]  # scores bit-identical
+
+
+def test_fuse_arrays_rejects_what_fuse_rejects() -> None:
+    with pytest.raises(ValueError, match="unknown fusion method"):
+        fuse_arrays({"a": _keyed([("i1", 1.0)])}, {"a": 1.0}, "nope")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="rrf_k"):
+        fuse_arrays({"a": _keyed([("i1", 1.0)])}, {"a": 1.0}, rrf_k=-1)
+    empty = fuse_arrays({"a": _keyed([("i1", 1.0)])}, {"a": 0.0})
+    assert len(empty) == 0 and empty.fused(empty.ranked(5, _order), _ids) == []
+
+
+@given(st.lists(st.sampled_from([0.0, 1.0, 1.0, 2.0, 3.5]), max_size=40), st.integers(0, 45))
+def test_top_positions_is_the_head_by_score_then_id(scores, n) -> None:
+    keys = np.random.default_rng(len(scores)).permutation(30 + len(scores))[: len(scores)]
+    values = np.array(scores, dtype=np.float64)
+    got = top_positions(values, n, keys, lambda k: k)  # ids ordered as the keys themselves
+    want = sorted(range(len(scores)), key=lambda j: (-scores[j], keys[j]))[:n]
+    assert got.tolist() == want
+
+
+def test_score_of_reads_fused_scores_and_zero_elsewhere() -> None:
+    got = fuse_arrays({"a": _keyed([("i5", 2.0), ("i2", 1.0)])}, {"a": 1.0})
+    assert got.score_of(np.array([2, 5, 9])).tolist() == [1.0 / 62, 1.0 / 61, 0.0]

@@ -217,3 +217,86 @@ def test_sample_live_falls_back_when_most_items_are_excluded() -> None:
     assert set(index.sample_live(rng, 3, exclude)) == keep
     with pytest.raises(ValueError, match="eligible"):
         index.sample_live(rng, 4, exclude)
+
+
+def _one_by_one(index: ItemIndex, queries: np.ndarray, k: int, skips: list[set[str]]) -> list:
+    return [index.search(q[None, :], k, [skip])[0] for q, skip in zip(queries, skips, strict=True)]
+
+
+@pytest.mark.parametrize("k", [1, 7, 40, 140])  # 140 > ef_search: beams differ per query
+def test_a_batch_finds_exactly_what_each_query_finds_alone(k: int) -> None:
+    index = random_index(300, DIM, seed=4)
+    for n in range(25):  # identical vectors: distances tie across the cuts
+        index.upsert(f"c{n}", None, available=True)
+    for n in range(0, 300, 9):
+        index.remove(f"i{n}")
+    rng = np.random.default_rng(5)
+    queries = np.vstack([_queries(30, 6), np.repeat(index.centroid[None, :], 6, axis=0)])
+    known = [f"i{n}" for n in range(300)] + [f"c{n}" for n in range(25)] + ["unknown"]
+    skips = [set(rng.choice(known, size=int(rng.integers(0, 60)), replace=False)) for _ in queries]
+    batch = index.search(queries, k, skips)
+    assert batch == _one_by_one(index, queries, k, skips)  # ids, order and float scores
+    labels = index.search_labels(queries, k, skips)
+    assert [
+        list(zip(index.ids_of(lab.tolist()), s.tolist(), strict=True)) for lab, s in labels
+    ] == batch
+
+
+def test_a_batch_after_many_deletions_falls_back_like_single_queries() -> None:
+    index = random_index(150, DIM, seed=8)
+    for n in range(140):
+        index.remove(f"i{n}")
+    queries = _queries(8, 3)
+    skips = [set(), {"i141"}, {"i140", "i149"}, set(), {"nope"}, set(), {"i145"}, set()]
+    for k in (3, 9, 30):
+        assert index.search(queries, k, skips) == _one_by_one(index, queries, k, skips)
+
+
+def test_size_is_counted_through_every_change() -> None:
+    index = random_index(20, DIM, seed=1)
+    rng = np.random.default_rng(2)
+    for step in range(300):
+        item = f"i{rng.integers(40)}"
+        if rng.random() < 0.4:
+            index.remove(item)
+        else:
+            vec = None if rng.random() < 0.5 else rng.normal(size=DIM).tolist()
+            index.upsert(item, vec, available=bool(rng.random() < 0.7))
+        live = sum(index.is_live(f"i{n}") for n in range(40))
+        assert index.size == index.stats().live == live, step
+
+
+def test_labels_ids_and_live_masks_agree() -> None:
+    index = random_index(10, DIM)
+    index.remove("i4")
+    labels = index.labels_of(["i3", "nope", "i4"])
+    assert labels[1] == -1 and index.ids_of([labels[0], labels[2]]) == ["i3", "i4"]
+    assert index.live_mask(labels).tolist() == [True, False, False]
+    assert index.known_labels(["nope", "i9"]).tolist() == [index.labels_of(["i9"])[0]]
+    np.testing.assert_array_equal(index.vectors_at(labels[[0]]), index.vectors_of(["i3"]))
+
+
+def test_id_order_follows_the_ids_as_items_arrive() -> None:
+    index = random_index(30, DIM, seed=3)
+    rng = np.random.default_rng(4)
+    index.id_order(np.arange(3))  # built now, then kept up to date
+    for m in range(2, 80):  # each lands just before "i11", halving one gap: it is used up
+        index.upsert("i1" + "0" * m, None, available=True)
+    for n in range(200):
+        index.upsert(f"i{rng.integers(1000)}x{n}", None, available=bool(n % 2))
+    ids = index.ids_of(range(index.n_labels))
+    order = index.id_order(np.arange(index.n_labels)).tolist()
+    assert sorted(range(len(ids)), key=order.__getitem__) == sorted(
+        range(len(ids)), key=ids.__getitem__
+    )
+
+
+def test_a_batch_with_distances_tied_across_its_cuts_still_matches_single_queries() -> None:
+    """hnswlib keeps an arbitrary part of a tied run: such queries are searched alone."""
+    index = random_index(300, DIM, seed=4)
+    top = _queries(1, 1)[0]
+    for n in range(40):  # 40 copies of the best match for ``top``: one long run of ties
+        index.upsert(f"c{n}", (3 * top).tolist(), available=True)
+    skips = [{f"i{m}" for m in range(n)} for n in (0, 3, 9, 20, 31)]  # fetch 5, 8, .. 36
+    queries = np.repeat(top[None, :], len(skips), axis=0)
+    assert index.search(queries, 5, skips) == _one_by_one(index, queries, 5, skips)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamrec.core.history import EMPTY, UserState
-from streamrec.ranking.ranker import Ranker, RankingConfig
+from streamrec.core.history import EMPTY, UserState, apply_event
+from streamrec.ranking.explore import ExplorePool, ListPool, ShownItem, epsilon_slots, request_rng
+from streamrec.ranking.fusion import Fused, fuse
+from streamrec.ranking.rank import exclusions
+from streamrec.ranking.ranker import CatalogPool, Ranker, RankingConfig
 from streamrec.testing import MeanEncoder, make_event, random_index
 
 
@@ -142,3 +146,100 @@ def test_config_is_validated() -> None:
     rec = make_ranker()
     with pytest.raises(ValueError, match="one set per state"):
         rec.recommend_batch([EMPTY], [], 5)
+
+
+# -- the batched path equals the per-request rule -------------------------------------------
+
+
+def reference_lists(
+    rec: Ranker, states: list[UserState], exclude: list[set[str]], k: int, keys: list[str]
+) -> list[list[ShownItem]]:
+    """The module docstring's rule, one request at a time, from the sources' public methods."""
+    cfg, index = rec.config, rec.index
+    out = []
+    for state, skip, key in zip(states, exclude, keys, strict=True):
+        ann: list[tuple[str, float]] = []
+        if "ann" in cfg.sources:
+            vecs = index.vectors_of(state.history[-rec.max_len :])
+            if len(vecs) == 0:
+                vecs = index.centroid[None, :].astype(np.float32)
+            (found,) = index.search(rec.encoder.encode([vecs]), cfg.pool, [skip])
+            ann = [(i, s) for i, s in found if index.is_live(i)]
+        sources: dict[str, list[tuple[str, float]]] = {"ann": ann}
+        if "trending" in cfg.sources:
+            sources["trending"] = rec.trending.top(cfg.pool, skip, index.is_live)
+        if "covisit" in cfg.sources and state.history:
+            sources["covisit"] = rec.covisit.candidates(
+                state.history, cfg.pool, skip, index.is_live, recent=cfg.covisit_recent
+            )
+        fused = fuse(sources, rec.source_weights(state), cfg.fusion, cfg.rrf_k)
+        if len(fused) < k:
+            have = {f.item_id for f in fused}
+            extra = [Fused(i, 0.0, "ann") for i, _ in ann if i not in have]
+            fused = [*fused, *extra[: k - len(fused)]]
+        shown = {f.item_id for f in fused[:k]}
+        pool: ExplorePool | list[Fused] = []
+        if cfg.explore_rate > 0 and cfg.explore_from == "fused":
+            pool = ListPool(fused[k : k + cfg.explore_pool])
+        elif cfg.explore_rate > 0 and cfg.explore_from == "catalog":
+            pool = CatalogPool(index, skip | shown)
+        elif cfg.explore_rate > 0:
+            score = {f.item_id: f.score for f in fused}
+            tail = [Fused(i, score.get(i, 0.0), "ann") for i, _ in ann if i not in shown]
+            pool = ListPool(tail[: cfg.explore_pool])
+        rng = request_rng(cfg.seed, key)
+        out.append(epsilon_slots(fused[:k], pool, k, cfg.explore_rate, rng))
+    return out
+
+
+def busy_ranker(seed: int, **overrides: object) -> tuple[Ranker, list[UserState], list[set[str]]]:
+    """A ranker after a skewed stream (ties, new items, deletions) and a batch of its users."""
+    index = random_index(n_items=150, dim=8, seed=seed)
+    config = RankingConfig(**{"pool": 25, **overrides})  # type: ignore[arg-type]
+    trained = [f"i{n}" for n in range(140)]  # i140.. are new: vectors from co-visitation
+    rec = Ranker(MeanEncoder(dim=8, max_len=6), index, config, trained=trained)
+    rng = np.random.default_rng(seed)
+    states: dict[str, UserState] = {}
+    for n in range(900):
+        user = f"u{rng.integers(40)}"
+        item = f"i{rng.zipf(1.4) % 170}"  # i150..i169: never in the index
+        kind = "purchase" if rng.random() < 0.15 else "click"
+        event = make_event(user_id=user, item_id=item, type=kind, ts=1_700_000_000_000 + n // 4)
+        rec.observe(event)
+        states[user] = apply_event(states.get(user, EMPTY), event, 20)
+        if n == 600:
+            for gone in ("i1", "i2", "i7", "i141"):
+                index.remove(gone)
+    users = sorted(states)
+    batch = [states[u] for u in users] + [EMPTY, UserState(history=("i155",), n_events=1)]
+    exclude = [exclusions(s, exclude_history=n % 3 > 0) for n, s in enumerate(batch)]
+    exclude[0] |= {f"i{n}" for n in range(60)}  # a user who excludes more than a pool
+    return rec, batch, exclude
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"explore_rate": 0.3, "explore_from": "fused"},
+        {"explore_rate": 0.3, "explore_from": "ann", "fusion": "score"},
+        {"explore_rate": 0.5, "explore_from": "catalog", "covisit_half_life_s": None},
+        {"sources": ("ann",), "explore_rate": 0.2},
+        {"sources": ("trending", "covisit"), "k": 12, "explore_rate": 0.2},
+        {"sources": ("covisit",), "explore_rate": 0.0, "trending_floor": 0.3},
+    ],
+)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_recommend_batch_equals_the_per_request_rule(seed: int, overrides: dict) -> None:
+    rec, states, exclude = busy_ranker(seed, **overrides)
+    k = rec.config.k
+    keys = [f"req{n}" for n in range(len(states))]
+    got = rec.recommend_batch(states, exclude, k, keys=keys)
+    assert got == reference_lists(rec, states, exclude, k, keys)  # exact, floats included
+    assert any(len({s.source for s in shown}) > 1 for shown in got) or len(rec.config.sources) == 1
+    # any split of the batch gives the same lists (the batch-wide trending head, the beams)
+    halves = [
+        rec.recommend_batch(states[a:b], exclude[a:b], k, keys=keys[a:b])
+        for a, b in ((0, 7), (7, None))
+    ]
+    assert halves[0] + halves[1] == got

@@ -76,3 +76,21 @@ def test_ranking_reads_past_the_sorted_head_in_exact_order(monkeypatch) -> None:
     assert [i for i, _ in got] == [i for i, s in want if s > 0]
     assert [s for _, s in got] == pytest.approx([s for _, s in want if s > 0])
     assert t.top(3, exclude={got[0][0]}) == got[1:4]
+
+
+def test_rankings_between_arrivals_of_new_items_keep_ties_by_id(monkeypatch) -> None:
+    """New rows between rankings: only the head's ids are read, in the same order."""
+    import random
+
+    import streamrec.ranking.trending as trending
+
+    monkeypatch.setattr(trending, "_HEAD", 8)
+    rnd = random.Random(5)
+    t = Trending(3600.0)
+    for n in range(400):  # whole-second steps and equal weights: many exact ties
+        t.add(f"i{rnd.randint(0, 200) if n % 4 else 1000 + n}", 1.0, 1000 * (n // 5))
+        if n % 7 == 0:
+            items = {i for i in (f"i{m}" for m in range(1400)) if t.score(i) > 0}
+            want = sorted(((i, t.score(i)) for i in items), key=lambda kv: (-kv[1], kv[0]))
+            got = t.top(12)
+            assert [i for i, _ in got] == [i for i, _ in want[:12]]
