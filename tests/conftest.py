@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,9 +9,10 @@ import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from needs import require_module
+from support import unique_settings
 
 from streamrec.io.broker import EmbeddedBroker
-from streamrec.ops.settings import Settings, load_settings
+from streamrec.ops.settings import Settings
 
 # CI machines are small and shared: no timing-based health checks or deadlines, and a fixed
 # seed so a failure is reproducible rather than flaky.
@@ -52,16 +52,4 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def settings(broker: EmbeddedBroker, model_dir: Path, tmp_path: Path) -> Settings:
     """Settings with topics and group unique to the test, SQLite in tmp_path."""
-    tag = uuid.uuid4().hex[:8]
-    return load_settings(
-        bootstrap_servers=broker.bootstrap,
-        model_dir=model_dir,
-        db_url=f"sqlite:///{tmp_path / 'state.db'}",
-        group_id=f"g-{tag}",
-        events_topic=f"events-{tag}",
-        items_topic=f"items-{tag}",
-        recs_topic=f"recs-{tag}",
-        dlq_topic=f"dlq-{tag}",
-        metrics_port=0,
-        poll_timeout_ms=100,
-    )
+    return unique_settings(broker.bootstrap, model_dir, tmp_path)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
@@ -17,8 +19,28 @@ from prometheus_client.parser import text_string_to_metric_families
 from streamrec.core.events import Event
 from streamrec.io.codec import encode_event
 from streamrec.ops.http import OpsServer
-from streamrec.ops.settings import Settings
+from streamrec.ops.settings import Settings, load_settings
 from streamrec.worker import Worker
+
+
+def unique_settings(bootstrap: str, model_dir: Path, tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings with topics and group unique to the test, SQLite in ``tmp_path``."""
+    tag = uuid.uuid4().hex[:8]
+    return load_settings(
+        **{
+            "bootstrap_servers": bootstrap,
+            "model_dir": model_dir,
+            "db_url": f"sqlite:///{tmp_path / 'state.db'}",
+            "group_id": f"g-{tag}",
+            "events_topic": f"events-{tag}",
+            "items_topic": f"items-{tag}",
+            "recs_topic": f"recs-{tag}",
+            "dlq_topic": f"dlq-{tag}",
+            "metrics_port": 0,
+            "poll_timeout_ms": 100,
+            **overrides,
+        }
+    )
 
 
 @dataclass

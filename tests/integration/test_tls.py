@@ -13,7 +13,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,13 +20,13 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 from needs import unavailable
-from support import running_worker
+from support import running_worker, unique_settings
 
 from streamrec.core.events import Event
 from streamrec.io.broker import broker_command, free_port, wait_for_port
 from streamrec.io.clients import ensure_topics
 from streamrec.io.codec import encode_event
-from streamrec.ops.settings import Settings, load_settings
+from streamrec.ops.settings import Settings
 from streamrec.ranking.modelfiles import read_model_dir
 
 pytestmark = pytest.mark.broker
@@ -79,21 +78,7 @@ def tls_broker(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 def _settings(bootstrap: str, ca: Path | None, model_dir: Path, tmp_path: Path) -> Settings:
-    tag = uuid.uuid4().hex[:8]
-    return load_settings(
-        bootstrap_servers=bootstrap,
-        security_protocol="SSL",
-        ssl_cafile=ca,
-        model_dir=model_dir,
-        db_url=f"sqlite:///{tmp_path / 'state.db'}",
-        group_id=f"g-{tag}",
-        events_topic=f"events-{tag}",
-        items_topic=f"items-{tag}",
-        recs_topic=f"recs-{tag}",
-        dlq_topic=f"dlq-{tag}",
-        metrics_port=0,
-        poll_timeout_ms=100,
-    )
+    return unique_settings(bootstrap, model_dir, tmp_path, security_protocol="SSL", ssl_cafile=ca)
 
 
 def test_the_worker_runs_over_tls(
