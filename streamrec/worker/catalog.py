@@ -53,6 +53,8 @@ class CatalogFollower:
         dead_letter: hands a dead letter to the outbox relay (never blocks).
         on_op: called with each op once the index applied it (the fused ranker's
             ``observe_catalog``: content features and new-item bookkeeping).
+        on_fresh: called whenever the index is proven to hold the whole catalog (module
+            docstring; the worker's index refresh age).
     """
 
     def __init__(
@@ -62,15 +64,16 @@ class CatalogFollower:
         metrics: Metrics,
         dead_letter: Callable[[OutboxMessage], None],
         on_op: Callable[[CatalogOp], None] | None = None,
+        on_fresh: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.index = index
         self.on_op = on_op
+        self.on_fresh = on_fresh
         self.metrics = metrics
         self.dead_letter = dead_letter
         self.consumer = make_consumer(settings, group=False)
         self.partitions = self._assign()
-        self.on_fresh: Callable[[], None] = lambda: None
         self._check_due = 0.0
 
     def _assign(self) -> list[TopicPartition]:

@@ -214,10 +214,10 @@ class Worker:
             self.metrics,
             lambda msg: self.relay.submit([msg]),
             on_op=ranker.observe_catalog if ranker is not None else None,
+            on_fresh=self.metrics.index_refreshed,
         )
         self.catalog.catch_up()
         self.metrics.index_refreshed()
-        self.catalog.on_fresh = self.metrics.index_refreshed
         self.consumer = make_consumer(self.settings)
         self.consumer.subscribe([self.settings.events_topic], listener=_Listener(self))
 
@@ -295,10 +295,9 @@ class Worker:
 
     def _claim(self) -> None:
         assert self.consumer is not None
-        resumable = self.partitions.claim(self.consumer)
+        self.partitions.claim(self.consumer)
         self.relay.resync()  # rows a crash or the previous owner left in the outbox
-        if not self._paused_for_store and not self._paused_for_output:
-            self.consumer.resume(*resumable)
+        self._resume_owned()  # not those whose stream state is still being restored
         self.metrics.up.set(1)
 
     # -- one step ----------------------------------------------------------------------------

@@ -63,12 +63,12 @@ class Partitions:
         for p in partitions:
             self.generations.pop(p, None)
 
-    def claim(self, consumer: KafkaConsumer) -> list[TopicPartition]:
+    def claim(self, consumer: KafkaConsumer) -> None:
         """Claim the unclaimed partitions and seek to their stored offsets.
 
-        Returns:
-            The partitions that may be resumed now (none while a stream-state restore is due:
-            ``restore_some`` releases them).
+        They stay paused; the caller resumes the owned ones that are not ``restoring`` (a
+        stream-state restore is due for every claimed partition: ``restore_some`` releases
+        them).
         """
         claimed = self.store.claim_partitions(self.topic, [tp.partition for tp in self.unclaimed])
         for tp in list(self.unclaimed):
@@ -79,13 +79,10 @@ class Partitions:
             else:
                 consumer.seek(tp, next_offset)
         log.info("claimed partitions %s", sorted(claimed))
-        resumable = list(self.unclaimed)
         self.unclaimed.clear()
         if self.state_restore is not None:
             # paused until all are restored: per user, live events come after restored ones
             self.state_restore.add(list(claimed))
-            resumable = []
-        return resumable
 
     def restore_some(self, consumer: KafkaConsumer) -> None:
         """A slice of the pending stream-state restores; resume the partitions once all are."""

@@ -26,7 +26,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError, MessageSizeTooLargeError
 
 from streamrec.errors import StoreError
-from streamrec.io.codec import HEADER_ERROR
+from streamrec.io.codec import HEADER_ERROR, HEADER_TOPIC
 from streamrec.ops.backoff import Backoff
 from streamrec.ops.metrics import Metrics
 from streamrec.ops.settings import Settings
@@ -266,9 +266,10 @@ class OutboxRelay:
                     max(0.0, self.clock() - msg.event_ts_ms / 1000.0)
                 )
         else:
-            reason = dict(msg.headers).get(HEADER_ERROR, b"unknown").decode()
-            source = dict(msg.headers).get("x-source-topic", b"").decode()
-            topic = source if source in (self.settings.items_topic,) else self.settings.events_topic
+            headers = dict(msg.headers)
+            reason = headers.get(HEADER_ERROR, b"unknown").decode()
+            source = headers.get(HEADER_TOPIC, b"").decode()
+            topic = source if source == self.settings.items_topic else self.settings.events_topic
             self.metrics.dead_letters.labels(reason=reason, topic=topic).inc()
 
 
