@@ -206,7 +206,8 @@ class Metrics:
         )
         self.outbox_pending = Gauge(
             "streamrec_outbox_pending_messages",
-            "Messages committed to the outbox but not yet acknowledged by the broker.",
+            "Rows in the outbox table: messages committed but not yet delivered and deleted "
+            "(every partition; counted every 5 s).",
             registry=r,
         )
         self.errors = Counter(

@@ -30,6 +30,7 @@ from sqlalchemy import (
     delete,
     event,
     exists,
+    func,
     insert,
     literal,
     null,
@@ -344,6 +345,14 @@ class Store:
                 ]
         except SQLAlchemyError as exc:
             raise StoreError(f"reading the outbox failed: {type(exc).__name__}") from exc
+
+    def count_outbox(self) -> int:
+        """Rows in the outbox table (every partition): outputs committed, not yet delivered."""
+        try:
+            with self.engine.connect() as conn:
+                return int(conn.execute(select(func.count()).select_from(outbox)).scalar() or 0)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"counting the outbox failed: {type(exc).__name__}") from exc
 
     def delete_outbox(self, ids: Iterable[int]) -> None:
         """Forget messages the broker acknowledged."""

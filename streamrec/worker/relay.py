@@ -11,6 +11,8 @@ carries the same ``rec_id``: output is at least once, never lost, and state stay
 
 The backlog (rows handed over or read back, not yet deleted) is bounded by the poll thread:
 ``Worker`` pauses consumption while it is at ``outbox_max_pending`` and ``/readyz`` says so.
+The ``outbox_pending`` gauge is the outbox table's row count (every partition, rows that another
+or a dead worker left included), counted by the relay thread every ``OUTBOX_COUNT_INTERVAL_S``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 IDLE_WAIT_S = 0.05  # the relay thread wakes at least this often
 RESYNC_PAGE = 1000  # outbox rows read back per page
 RESYNC_MAX_PAGES = 20  # pages read back per relay iteration (the rest next time)
+OUTBOX_COUNT_INTERVAL_S = 5.0  # the outbox table is counted for the gauge this often
 
 
 class OutboxRelay:
@@ -81,6 +84,7 @@ class OutboxRelay:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._drain_until = 0.0
+        self._counted_at = -OUTBOX_COUNT_INTERVAL_S
 
     # -- the poll thread's side ----------------------------------------------------------------
     def start(self, producer: KafkaProducer) -> None:
@@ -119,7 +123,6 @@ class OutboxRelay:
             self._thread.join(drain_timeout_s + 1.0)
             if self._thread.is_alive():
                 log.warning("outbox relay still sending at shutdown; the outbox keeps the rest")
-        self.metrics.outbox_pending.set(self.backlog())
 
     # -- the relay thread ----------------------------------------------------------------------
     def _run(self) -> None:
@@ -137,8 +140,20 @@ class OutboxRelay:
             except Exception:  # never let the thread die: the outbox keeps every row
                 log.exception("outbox relay iteration failed; retrying")
                 self.backoff.fail(time.monotonic())
-            self.metrics.outbox_pending.set(self.backlog())
+            self._count_table()
         self._settle()
+        self._count_table(force=True)
+
+    def _count_table(self, force: bool = False) -> None:
+        """The backlog gauge from the outbox table itself, every ``OUTBOX_COUNT_INTERVAL_S``."""
+        now = time.monotonic()
+        if not force and now - self._counted_at < OUTBOX_COUNT_INTERVAL_S:
+            return
+        self._counted_at = now
+        try:
+            self.metrics.outbox_pending.set(self.store.count_outbox())
+        except StoreError as exc:  # the gauge keeps its last value; the poll thread reports
+            log.warning("outbox backlog not counted: %s", exc)
 
     def _due(self) -> bool:
         return self.backoff.due(time.monotonic())

@@ -36,9 +36,18 @@ def test_scale_one_two_one(make_world: Callable[..., World], db: str) -> None:
     a = world.start_worker("a")
     with Stream(world.producer_bootstrap, world.topic("events"), records_of(events), rate=400):
         probe.wait_applied(distinct // 4, 120, [a])
+        before = probe.generations()
+        assert len(before) == world.partitions, "a does not hold every partition"
         start = time.monotonic()
-        b = world.start_worker("b")
-        wait_until(lambda: len(probe.generations()) >= 4, 60, "partitions not claimed")
+        b = world.start_worker("b", ready=False)
+        # settled: every partition claimed again after the rebalance, and b holds some (ready)
+        wait_until(
+            lambda: (
+                all(g > before[p] for p, g in probe.generations().items()) and b.readyz() == 200
+            ),
+            60,
+            "the group did not settle with b in it",
+        )
         recovery.append(time.monotonic() - start)
         probe.wait_applied(distinct // 2, 120, [a, b])
         rc, seconds = a.terminate()

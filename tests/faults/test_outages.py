@@ -73,12 +73,13 @@ def _outage(
         probe.wait_applied(distinct // 3, 120, [worker])
         cut()
         cut_at = time.monotonic()
-        time.sleep(1.0)  # a batch in flight may still land
+        # the worker has noticed (and a batch in flight has landed) once /readyz fails
+        wait_until(lambda: worker.readyz() == 503, down_s, f"/readyz stayed 200, {what} down")
         during = probe.applied()
         while time.monotonic() - cut_at < down_s:
             assert worker.proc.poll() is None, worker.log_tail()
             time.sleep(0.2)
-        assert worker.readyz() == 503, f"/readyz stayed ready while the {what} was down"
+        assert worker.readyz() == 503, f"/readyz became ready while the {what} was down"
         assert probe.applied() == during, f"events applied while the {what} was down"
         age = worker.metrics()[("streamrec_index_refresh_age_seconds", ())]
         heal()

@@ -182,3 +182,20 @@ def _view(relay: OutboxRelay) -> Any:
     from streamrec.worker.health import OutputView
 
     return OutputView(relay.backlog(), relay.oldest_unacked_s(), False)
+
+
+def test_the_backlog_gauge_counts_the_outbox_table(store: Store) -> None:
+    """Rows another (or a dead) worker left count too: the gauge is the table, not memory."""
+    producer = FakeProducer()
+    relay, _ = _relay(store, producer)
+    gauge = relay.metrics.outbox_pending
+    _commit(store, 7)  # left in the table, never handed to this relay
+    relay._counted_at = -1e9  # count at the next iteration instead of in 5 s
+    _wait(lambda: gauge._value.get() == 7, "left-over rows are not in the gauge")
+    assert relay.backlog() == 0
+    relay.submit(_commit(store, 3))
+    _wait(lambda: len(producer.sent) == 3, "rows not sent")
+    producer.deliver()
+    _wait(lambda: relay.backlog() == 0, "delivered rows still counted")
+    relay.stop(1.0)  # counts once more on the way out
+    assert gauge._value.get() == 7
