@@ -35,7 +35,7 @@ def durable_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
         yield broker
 
 
-def _crash_round(make_world: Callable[..., World], broker: EmbeddedBroker, round_: int) -> None:
+def _crash_round(make_world: Callable[..., World], broker: EmbeddedBroker, round_: str) -> None:
     world = make_world("sqlite", bootstrap=broker.bootstrap, STREAMREC_BATCH_MAX_EVENTS="20")
     items = read_model_dir(world.model_dir).item_ids
     events = make_events(2000, items, world.tag)
@@ -61,14 +61,14 @@ def _crash_round(make_world: Callable[..., World], broker: EmbeddedBroker, round
     code, seconds = worker.terminate()
     assert code == 0 and seconds < 10, (code, seconds, worker.log_tail())
     probe.close()
-    name = f"12 broker SIGKILL (round {round_ + 1})"
+    name = f"12 broker SIGKILL ({round_})"
     report(name, "sqlite", outcome, "SIGKILL of the durable broker, restart after 2 s", recovery)
 
 
 def test_broker_sigkill_under_load_loses_nothing(
     make_world: Callable[..., World], durable_broker: EmbeddedBroker
 ) -> None:
-    _crash_round(make_world, durable_broker, 0)
+    _crash_round(make_world, durable_broker, "once")
 
 
 @pytest.mark.faults_long
@@ -77,4 +77,4 @@ def test_broker_sigkill_three_times_in_a_row(
     make_world: Callable[..., World], durable_broker: EmbeddedBroker
 ) -> None:
     for round_ in range(3):
-        _crash_round(make_world, durable_broker, round_)
+        _crash_round(make_world, durable_broker, f"long, round {round_ + 1} of 3")
