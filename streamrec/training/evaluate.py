@@ -130,6 +130,22 @@ def build_cases(
     )
 
 
+def subset_cases(cases: EvalCases, users: int, seed: int) -> EvalCases:
+    """A fixed random sample of ``users`` cases (``cases`` itself when it has no more)."""
+    if len(cases.users) <= users:
+        return cases
+    keep = np.sort(np.random.default_rng(seed).choice(len(cases.users), users, replace=False))
+    return EvalCases(
+        catalog=cases.catalog,
+        users=[cases.users[i] for i in keep],
+        histories=[cases.histories[i] for i in keep],
+        targets=cases.targets[keep],
+        candidates=None if cases.candidates is None else [cases.candidates[i] for i in keep],
+        excluded=[cases.excluded[i] for i in keep],
+        protocol={**cases.protocol, "sampled_users": users},
+    )
+
+
 def _counts(row: np.ndarray, case: int, cases: EvalCases) -> tuple[int, int]:
     target = int(cases.targets[case])
     own = row[target]

@@ -1,15 +1,18 @@
 """Training loop of the sequence encoder (torch, CPU).
 
-* Loss: full softmax cross-entropy over the catalogue at every position (Klenitskiy & Vasilev
-  2023, "SASRec with CE"); for catalogues larger than ``full_softmax_max_items`` a sampled
-  softmax with ``sampled_negatives`` uniform negatives shared by the batch.
+* Loss (:mod:`streamrec.training.loss`): full softmax cross-entropy over the catalogue at every
+  position (Klenitskiy & Vasilev 2023, "SASRec with CE") up to ``full_softmax_max_items`` items;
+  above, a sampled softmax over ``sampled_negatives`` negatives shared by the batch, drawn by
+  frequency ** ``negative_alpha`` with the log-q correction.
 * Each user contributes the latest ``max_len + 1`` events of its training sequence.
 * ``holdout=0`` (production): trains on everything for a fixed number of epochs
   (``epochs``, default :data:`DEFAULT_EPOCHS`); no validation is run.
 * ``holdout>=1``: each user's last ``holdout`` events are left out; validation ranks the event
   at ``seq[-holdout]`` against 100 sampled negatives after each epoch, and training stops once
   validation NDCG@10 has not improved for ``patience`` epochs (at most ``epochs``, default
-  :data:`DEFAULT_MAX_EPOCHS`). The best epoch's weights are kept.
+  :data:`DEFAULT_MAX_EPOCHS`). The best epoch's weights are kept. Each epoch validates on a
+  fixed random sample of ``valid_users`` users (all of them when there are fewer); the best
+  weights are then validated on every user once (``valid`` in the facts).
 * Deterministic for a seed and thread count (seeded torch/numpy/random generators,
   ``torch.use_deterministic_algorithms``).
 """
@@ -26,11 +29,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F  # noqa: N812 - the usual alias
 from tqdm import tqdm
 
 from streamrec.training.data import DataError, item_catalog, read_sequences, training_sequences
-from streamrec.training.evaluate import EvalCases, build_cases, evaluate_scorer
+from streamrec.training.evaluate import EvalCases, build_cases, evaluate_scorer, subset_cases
+from streamrec.training.loss import (
+    LossPlan,
+    NegativeSampler,
+    full_softmax,
+    resolve_loss,
+    sampled_softmax,
+)
 from streamrec.training.model import ModelConfig, SASRec
 
 DEFAULT_EPOCHS = 50
@@ -55,8 +64,11 @@ class TrainConfig:
         batch_size: users per step.
         patience: epochs without validation improvement before stopping.
         threads: torch intra-op threads.
-        full_softmax_max_items: above this catalogue size use a sampled softmax.
-        sampled_negatives: negatives per batch of the sampled softmax.
+        loss: "full", "sampled", or "auto" (full up to ``full_softmax_max_items`` items).
+        full_softmax_max_items: above this catalogue size "auto" uses a sampled softmax.
+        sampled_negatives: negatives per batch of the sampled softmax (shared by its positions).
+        negative_alpha: negatives drawn by training frequency ** alpha (0 = uniform).
+        valid_users: users validated after each epoch (a fixed sample; all at the end).
         progress: show a tqdm progress bar.
     """
 
@@ -73,8 +85,11 @@ class TrainConfig:
     batch_size: int = 64
     patience: int = 15
     threads: int = 1
-    full_softmax_max_items: int = 50_000
-    sampled_negatives: int = 2048
+    loss: str = "auto"
+    full_softmax_max_items: int = 10_000
+    sampled_negatives: int = 1024
+    negative_alpha: float = 0.0
+    valid_users: int = 2000
     progress: bool = True
 
 
@@ -89,6 +104,8 @@ class TrainResult:
     best_epoch: int
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    loss: LossPlan = field(default_factory=lambda: LossPlan("full", 0))
+    valid: dict[str, float] = field(default_factory=dict)  # best weights, every user
 
     def facts(self) -> dict[str, Any]:
         """JSON-able summary for ``meta.json``."""
@@ -98,9 +115,14 @@ class TrainResult:
             "epochs_run": self.epochs_run,
             "best_epoch": self.best_epoch,
             "train_seconds": round(self.seconds, 2),
-            "valid": {k: v for k, v in best.items() if k.startswith(("hr", "ndcg"))},
+            "loss": {"kind": self.loss.kind, "negatives": self.loss.negatives},
+            "valid": self.valid or {k: v for k, v in best.items() if k.startswith(("hr", "ndcg"))},
             "curve": [
-                {k: round(v, 5) for k, v in h.items() if k in ("epoch", "loss", "ndcg@10")}
+                {
+                    k: round(v, 5)
+                    for k, v in h.items()
+                    if k in ("epoch", "loss", "ndcg@10", "seconds")
+                }
                 for h in self.history
             ],
         }
@@ -139,7 +161,9 @@ def _pad_left(rows: Sequence[np.ndarray], width: int) -> torch.Tensor:
     return torch.from_numpy(batch)
 
 
-def _loss(model: SASRec, windows: list[np.ndarray], config: TrainConfig) -> torch.Tensor:
+def _loss(
+    model: SASRec, windows: list[np.ndarray], plan: LossPlan, sampler: NegativeSampler | None
+) -> torch.Tensor:
     width = max(len(w) for w in windows)
     ids = _pad_left(windows, width)
     inputs, targets = ids[:, :-1], ids[:, 1:]
@@ -147,14 +171,17 @@ def _loss(model: SASRec, windows: list[np.ndarray], config: TrainConfig) -> torc
     real = targets > 0
     h, y = hidden[real], targets[real] - 1  # y: 0-based item rows
     table = model.item_vectors()
-    if table.shape[0] <= config.full_softmax_max_items:
-        return F.cross_entropy(h @ table.T, y)
-    negs = torch.randint(0, table.shape[0], (config.sampled_negatives,))
-    pos_logit = (h * table[y]).sum(-1, keepdim=True)
-    neg_logits = h @ table[negs].T
-    neg_logits = neg_logits.masked_fill(negs.unsqueeze(0) == y.unsqueeze(1), float("-inf"))
-    logits = torch.cat([pos_logit, neg_logits], dim=1)
-    return F.cross_entropy(logits, torch.zeros_like(y))
+    if plan.kind == "full" or sampler is None:
+        return full_softmax(h, y, table)
+    return sampled_softmax(h, y, table, sampler.draw(plan.negatives), sampler)
+
+
+def _item_counts(windows: list[np.ndarray], num_items: int) -> np.ndarray:
+    """Training occurrences per 0-based item row (targets only: what the loss predicts)."""
+    counts = np.zeros(num_items + 1, dtype=np.int64)
+    for w in windows:
+        np.add.at(counts, w[1:], 1)
+    return counts[1:]
 
 
 def _torch_scorer(model: SASRec, index: dict[str, int], max_len: int) -> Any:
@@ -191,7 +218,9 @@ def _validate(model: SASRec, cases: EvalCases, index: dict[str, int], max_len: i
     return {k: v for k, v in metrics.items() if isinstance(v, float)}
 
 
-def train(sequences: dict[str, list[str]], config: TrainConfig) -> TrainResult:
+def train(
+    sequences: dict[str, list[str]], config: TrainConfig, catalog: Sequence[str] = ()
+) -> TrainResult:
     """Train an encoder on per-user sequences (oldest first).
 
     torch's thread count and deterministic-algorithms flag are set for the run and restored
@@ -200,6 +229,8 @@ def train(sequences: dict[str, list[str]], config: TrainConfig) -> TrainResult:
     Args:
         sequences: full per-user sequences; the last ``config.holdout`` events are left out.
         config: hyper-parameters.
+        catalog: item ids to embed besides those in ``sequences`` (a shop's catalog holds
+            items nobody interacted with yet; they cost table rows and sampled negatives).
 
     Returns:
         The trained model (best validation epoch when ``holdout >= 1``) and its history.
@@ -209,16 +240,18 @@ def train(sequences: dict[str, list[str]], config: TrainConfig) -> TrainResult:
     """
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     try:
-        return _train(sequences, config)
+        return _train(sequences, config, catalog)
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
 
 
-def _train(sequences: dict[str, list[str]], config: TrainConfig) -> TrainResult:
+def _train(
+    sequences: dict[str, list[str]], config: TrainConfig, catalog: Sequence[str]
+) -> TrainResult:
     seed_everything(config.seed, config.threads)
     started = time.perf_counter()
-    item_ids = item_catalog(sequences)
+    item_ids = list(dict.fromkeys([*item_catalog(sequences), *catalog]))
     index = {item: i + 1 for i, item in enumerate(item_ids)}  # 0 is padding
     windows = _windows(training_sequences(sequences, config.holdout), index, config.max_len)
     if not windows:
@@ -236,11 +269,22 @@ def _train(sequences: dict[str, list[str]], config: TrainConfig) -> TrainResult:
     optimizer = torch.optim.AdamW(
         _param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98)
     )
+    plan = resolve_loss(
+        config.loss, len(item_ids), config.full_softmax_max_items, config.sampled_negatives
+    )
+    sampler = None
+    if plan.kind == "sampled":
+        generator = torch.Generator().manual_seed(config.seed)
+        counts = _item_counts(windows, len(item_ids))
+        sampler = NegativeSampler(counts, config.negative_alpha, generator)
     validating = config.holdout >= 1
     cases = (
         build_cases(sequences, config.holdout, 100, config.seed, item_ids) if validating else None
     )
     validating = validating and cases is not None and len(cases.users) > 0
+    epoch_cases = (
+        subset_cases(cases, config.valid_users, config.seed) if validating and cases else None
+    )
     epochs = config.epochs or (DEFAULT_MAX_EPOCHS if validating else DEFAULT_EPOCHS)
     rng = np.random.default_rng(config.seed)
     lengths = np.array([len(w) for w in windows])
@@ -249,16 +293,20 @@ def _train(sequences: dict[str, list[str]], config: TrainConfig) -> TrainResult:
     bar = tqdm(range(1, epochs + 1), desc="train", unit="epoch", disable=not config.progress)
     model.train()
     for epoch in bar:
-        total, steps = 0.0, 0
+        total, steps, epoch_start = 0.0, 0, time.perf_counter()
         for batch in _batches(lengths, config.batch_size, rng):
-            loss = _loss(model, [windows[i] for i in batch], config)
+            loss = _loss(model, [windows[i] for i in batch], plan, sampler)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             total, steps = total + loss.item(), steps + 1
-        record = {"epoch": float(epoch), "loss": total / steps}
-        if validating and cases is not None:
-            record.update(_validate(model, cases, index, config.max_len))
+        record = {
+            "epoch": float(epoch),
+            "loss": total / steps,
+            "seconds": time.perf_counter() - epoch_start,
+        }
+        if validating and epoch_cases is not None:
+            record.update(_validate(model, epoch_cases, index, config.max_len))
             if record["ndcg@10"] > best_score:
                 best_score, best_epoch = record["ndcg@10"], epoch
                 best_state = copy.deepcopy(model.state_dict())
@@ -270,8 +318,12 @@ def _train(sequences: dict[str, list[str]], config: TrainConfig) -> TrainResult:
         if validating and epoch - best_epoch >= config.patience:
             break
     bar.close()
-    if validating:
+    valid: dict[str, float] = {}
+    if validating and cases is not None:
         model.load_state_dict(best_state)
+        if epoch_cases is not cases:  # the sample was smaller: every user once, at the end
+            full = _validate(model, cases, index, config.max_len)
+            valid = {k: v for k, v in full.items() if k.startswith(("hr", "ndcg"))}
     else:
         best_epoch = len(history)
     model.eval()
@@ -283,6 +335,8 @@ def _train(sequences: dict[str, list[str]], config: TrainConfig) -> TrainResult:
         best_epoch=best_epoch,
         seconds=time.perf_counter() - started,
         history=history,
+        loss=plan,
+        valid=valid,
     )
 
 
