@@ -1,6 +1,7 @@
 """The run loop. One batch, in numbered steps:
 
 1. poll the catalog (non-blocking, at most ``catalog_batch_max_records``) into the index;
+   swap in a compacted graph, write an index snapshot when due (``streamrec.worker.snapshots``);
 2. poll a batch of events (partitions we have claimed only; none while the output backlog is
    at ``outbox_max_pending``: the loop keeps polling, so the group keeps us);
 3. decode, dedupe, fold, encode, search, rank (``Pipeline.process``);
@@ -55,7 +56,8 @@ from streamrec.worker.catalog import CatalogFollower
 from streamrec.worker.health import Health, OutputView
 from streamrec.worker.partitions import Partitions
 from streamrec.worker.relay import OutboxRelay
-from streamrec.worker.serving import ServingModel, load_serving_model, make_ranker
+from streamrec.worker.serving import ServingModel, build_index, load_serving_model, make_ranker
+from streamrec.worker.snapshots import IndexUpkeep, catalog_offsets, load_at_start
 from streamrec.worker.step import BatchStats, Pipeline, Record
 
 log = logging.getLogger(__name__)
@@ -113,7 +115,9 @@ class Worker:
         self.metrics = metrics or Metrics(clock=clock)
         self.clock = clock
         start = time.perf_counter()
-        self.model = model or load_serving_model(settings)
+        self.model = model or load_serving_model(
+            settings, snapshot=lambda files: load_at_start(settings, files, self.metrics)
+        )
         self.metrics.model_load_seconds.set(time.perf_counter() - start)
         meta = self.model.files.meta
         self.metrics.model_info.info(
@@ -159,6 +163,7 @@ class Worker:
         self.producer: KafkaProducer | None = None
         self.consumer: KafkaConsumer | None = None
         self.catalog: CatalogFollower | None = None
+        self.upkeep: IndexUpkeep | None = None
 
     @property
     def generations(self) -> dict[int, int]:
@@ -196,6 +201,8 @@ class Worker:
                 self.step()
             log.info("stopping: draining the outbox")
             self.relay.stop(self.settings.drain_timeout_ms / 1000)
+            if self.upkeep is not None:
+                self.upkeep.close()
         finally:
             self._close_clients()
             if server is not None:
@@ -215,11 +222,38 @@ class Worker:
             lambda msg: self.relay.submit([msg]),
             on_op=ranker.observe_catalog if ranker is not None else None,
             on_fresh=self.metrics.index_refreshed,
+            start_offsets=catalog_offsets(self.model.snapshot),
         )
+        if self.model.snapshot is not None and not self.catalog.resumed:
+            self._rebuild_index()
         self.catalog.catch_up()
         self.metrics.index_refreshed()
+        self.upkeep = IndexUpkeep(
+            self.settings,
+            self.metrics,
+            self.model,
+            ranker,
+            self.catalog.positions,
+            loaded=self.catalog.resumed,
+            clock=self.clock,
+        )
         self.consumer = make_consumer(self.settings)
         self.consumer.subscribe([self.settings.events_topic], listener=_Listener(self))
+
+    def _rebuild_index(self) -> None:
+        """The snapshot's catalog offsets are outside the topic's range: never trust it; build
+        the index from the model again (the follower reads the catalog from the beginning)."""
+        assert self.model.snapshot is not None
+        log.warning(
+            "index snapshot %s ignored (offsets): its catalog offsets are not in the topic; "
+            "rebuilding the index from the whole catalog",
+            self.model.snapshot.path.name,
+        )
+        self.metrics.snapshots_rejected.labels(reason="offsets").inc()
+        self.model.index.replace_with(build_index(self.settings, self.model.files))
+        self.model.snapshot = None
+        if self.pipeline.ranker is not None:
+            self.pipeline.ranker.new_items.load_state({}, [])
 
     def _close_clients(self) -> None:
         # bounded: SIGTERM must exit within 10 s even while the broker is unreachable
@@ -308,6 +342,8 @@ class Worker:
             self.catalog.poll()
         except KafkaError as exc:
             self.health.broker_failed(f"catalog poll: {type(exc).__name__}")
+        if self.upkeep is not None:
+            self.upkeep.tick()  # between two batches: compaction swaps, snapshots
         try:
             if self._paused_for_store:
                 self._maybe_resume()
