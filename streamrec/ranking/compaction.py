@@ -26,6 +26,7 @@ from streamrec.ranking.index import CompactionInput, ItemIndex
 log = logging.getLogger(__name__)
 
 BUILD_THREADS = 1  # the build must not starve the loop's thread of CPU
+RETRY_AFTER_S = 60.0  # a failed build is not tried again sooner
 
 
 def build_graph(job: CompactionInput, dim: int, threads: int = BUILD_THREADS) -> hnswlib.Index:
@@ -69,6 +70,7 @@ class Compactor:
         self._built: hnswlib.Index | None = None
         self._failed: BaseException | None = None
         self._started = 0.0
+        self._retry_at = 0.0
 
     @property
     def running(self) -> bool:
@@ -86,7 +88,7 @@ class Compactor:
             True when a compacted graph was swapped in by this call.
         """
         if self._job is None:
-            if not self.due():
+            if time.monotonic() < self._retry_at or not self.due():
                 return False
             self._start()
         if self._thread is not None and self._thread.is_alive():
@@ -117,7 +119,8 @@ class Compactor:
         self._job = self._built = self._failed = self._thread = None
         if built is None or job is None:
             self.index.abandon_compaction()
-            log.error("index compaction failed: %r", failed)
+            self._retry_at = time.monotonic() + RETRY_AFTER_S
+            log.error("index compaction failed (next try in %.0fs): %r", RETRY_AFTER_S, failed)
             return False
         self.index.finish_compaction(np.asarray(job.labels), built)
         seconds = time.perf_counter() - self._started

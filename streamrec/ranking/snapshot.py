@@ -56,11 +56,15 @@ class SnapshotIdentity:
         model_version: the model's content version (``ModelMeta.version``).
         dim: the vector dimension.
         source: where the covered offsets point (the catalog topic's name).
+        hnsw_m: the graph's degree (a changed setting rebuilds the graph).
+        hnsw_ef_construction: the graph's build-time beam (likewise).
     """
 
     model_version: str
     dim: int
     source: str
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 200
 
 
 @dataclass(slots=True)
@@ -122,6 +126,8 @@ def write_snapshot(
             "model_version": identity.model_version,
             "dim": identity.dim,
             "source": identity.source,
+            "hnsw_m": identity.hnsw_m,
+            "hnsw_ef_construction": identity.hnsw_ef_construction,
             "offsets": {str(k): int(v) for k, v in offsets.items()},
             "created_at": created_at,
             "items": len(state.ids),
@@ -178,9 +184,8 @@ def load_snapshot(path: Path, identity: SnapshotIdentity, ef_search: int) -> Loa
     manifest = _read_manifest(path)
     if manifest.get("format_version") != FORMAT_VERSION:
         raise SnapshotRejected("format", f"format {manifest.get('format_version')!r}")
-    theirs = (manifest.get("model_version"), manifest.get("dim"), manifest.get("source"))
-    ours = (identity.model_version, identity.dim, identity.source)
-    for what, a, b in zip(("model", "dim", "source"), theirs, ours, strict=True):
+    for what in ("model_version", "dim", "source", "hnsw_m", "hnsw_ef_construction"):
+        a, b = manifest.get(what), getattr(identity, what)
         if a != b:
             raise SnapshotRejected("foreign", f"{what} {a!r}, expected {b!r}")
     files = manifest.get("files")
@@ -210,6 +215,8 @@ def _build(path: Path, manifest: dict, ef_search: int) -> LoadedSnapshot:
     graph = hnswlib.Index(space="ip", dim=dim)
     in_graph = arrays["in_graph"].astype(bool)
     graph.load_index(str(path / GRAPH), max_elements=max(16, int(in_graph.sum())))
+    if (graph.M, graph.ef_construction) != (manifest["hnsw_m"], manifest["hnsw_ef_construction"]):
+        raise ValueError(f"the graph has M={graph.M}, ef_construction={graph.ef_construction}")
     state = IndexState(
         list(item_ids),
         np.ascontiguousarray(arrays["vectors"]),

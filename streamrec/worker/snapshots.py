@@ -7,7 +7,8 @@ follower resumes from the offsets the snapshot covers; a rejected snapshot is lo
 in ``streamrec_index_snapshots_rejected_total`` and skipped. Between batches (``tick``) the
 compactor swaps in a rebuilt graph when one is ready (``streamrec.ranking.compaction``) and a
 snapshot is written every ``index_snapshot_interval_s`` (the first one soon after a start that
-loaded none), then one last at shutdown (``close``). A snapshot is taken on the loop's thread,
+loaded none), then one last at shutdown (``close``, skipped when it would not fit the
+shutdown's time budget). A snapshot is taken on the loop's thread,
 between two catalog polls, so the offsets it records are exactly the records its index holds.
 A failed write is logged and counted; the worker keeps serving.
 """
@@ -36,10 +37,23 @@ from streamrec.worker.serving import ServingModel
 
 log = logging.getLogger(__name__)
 
+# SIGTERM must exit within 10 s, the outbox drain included: the snapshot at shutdown is skipped
+# when it would take longer than this (by the last write's time, or else by the index's size
+# at ``WRITE_S_PER_ITEM``: about 1.3 s at 100,000 items x d=64 measured, BENCHMARKS.md)
+SHUTDOWN_WRITE_BUDGET_S = 4.0
+WRITE_S_PER_ITEM = 2e-5
+
 
 def snapshot_identity(settings: Settings, files: ModelFiles) -> SnapshotIdentity:
-    """What a usable snapshot must match: this model, its dimension, this catalog topic."""
-    return SnapshotIdentity(files.meta.version, files.meta.dim, settings.items_topic)
+    """What a usable snapshot must match: this model, its dimension, this catalog topic, these
+    graph parameters."""
+    return SnapshotIdentity(
+        files.meta.version,
+        files.meta.dim,
+        settings.items_topic,
+        settings.hnsw_m,
+        settings.hnsw_ef_construction,
+    )
 
 
 def load_at_start(settings: Settings, files: ModelFiles, metrics: Metrics) -> LoadedSnapshot | None:
@@ -118,6 +132,7 @@ class IndexUpkeep:
         )
         interval = settings.index_snapshot_interval_s
         self._next_snapshot = time.monotonic() + (interval if loaded else min(interval, 5.0))
+        self._last_write_s: float | None = None
 
     def tick(self) -> None:
         """Swap in a finished compaction or start one; write a snapshot when due."""
@@ -150,6 +165,7 @@ class IndexUpkeep:
             self.metrics.errors.labels(component="snapshot").inc()
             return False
         seconds = time.perf_counter() - start
+        self._last_write_s = seconds
         self.metrics.snapshot_write_seconds.set(seconds)
         self.metrics.snapshots_written.inc()
         self.metrics.snapshot_taken(created)
@@ -159,5 +175,18 @@ class IndexUpkeep:
         return True
 
     def close(self) -> None:
-        """At shutdown: one last snapshot (a compaction still building is dropped)."""
+        """At shutdown: one last snapshot unless it would not fit ``SHUTDOWN_WRITE_BUDGET_S``
+        (then the last periodic one stays the newest); a compaction still building is dropped."""
+        if self.settings.index_snapshot_dir is None:
+            return
+        estimate = self._last_write_s
+        if estimate is None:
+            estimate = WRITE_S_PER_ITEM * self.model.index.n_labels
+        if estimate > SHUTDOWN_WRITE_BUDGET_S:
+            log.warning(
+                "no index snapshot at shutdown: it would take about %.1fs (budget %.0fs)",
+                estimate,
+                SHUTDOWN_WRITE_BUDGET_S,
+            )
+            return
         self.write()

@@ -77,3 +77,25 @@ def test_changes_during_a_background_build_are_replayed_at_the_swap() -> None:
 def test_ratio_is_validated() -> None:
     with pytest.raises(ValueError, match="ratio"):
         Compactor(random_index(5, DIM), ratio=0.0)
+
+
+def test_a_failed_build_keeps_the_old_graph_and_waits_before_retrying(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import streamrec.ranking.compaction as compaction
+
+    index = random_index(100, DIM)
+    ids = [f"i{n}" for n in range(100)]
+    for n in range(50):
+        index.remove(f"i{n}")
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise MemoryError("no room for a second graph")
+
+    monkeypatch.setattr(compaction, "build_graph", broken)
+    compactor = Compactor(index, ratio=0.2, background=False)
+    assert not compactor.tick() and not compactor.running
+    assert index.stats().deleted == 50  # the old graph still serves
+    index.remove("i60")  # changes are no longer tracked for a dead build
+    _check_exact(index, ids, seed=8)
+    assert not compactor.tick()  # not retried at once

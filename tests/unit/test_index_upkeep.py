@@ -115,9 +115,30 @@ def test_the_load_path_at_100_000_items(tmp_path: Path) -> None:
     index = ItemIndex([f"i{n}" for n in range(100_000)], vectors, m=4, ef_construction=16)
     for n in range(0, 100_000, 10):
         index.remove(f"i{n}")
-    identity = snapshot_identity(load_settings(), _model(random_index(2, 16), ["i0", "i1"]).files)
+    settings = load_settings(hnsw_m=4, hnsw_ef_construction=16)
+    identity = snapshot_identity(settings, _model(random_index(2, 16), ["i0", "i1"]).files)
     write_snapshot(tmp_path, identity, index, NewItemState(), {"0": 100_000}, 1.0)
-    snap = load_newest(tmp_path, identity, 128)
+    rejected: list[str] = []
+    snap = load_newest(tmp_path, identity, 128, lambda path, exc: rejected.append(str(exc)))
+    assert not rejected
     assert snap is not None and snap.index.size == 90_000
     queries = rng.normal(size=(20, 16)).astype(np.float32)
     assert snap.index.search(queries, 10) == index.search(queries, 10)
+
+
+def test_no_snapshot_at_shutdown_when_it_would_not_fit_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import streamrec.worker.snapshots as snapshots
+
+    index = random_index(100, DIM)
+    settings = _settings(tmp_path)
+    upkeep = IndexUpkeep(
+        settings, Metrics(), _model(index, [f"i{n}" for n in range(100)]), None, dict, True
+    )
+    monkeypatch.setattr(snapshots, "WRITE_S_PER_ITEM", 1.0)  # 100 s for 100 items
+    upkeep.close()
+    assert not list_snapshots(tmp_path / "snaps")
+    assert upkeep.write()  # a measured write (fast) is what counts from then on
+    upkeep.close()
+    assert len(list_snapshots(tmp_path / "snaps")) == 2

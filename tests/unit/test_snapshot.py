@@ -128,6 +128,7 @@ def test_a_damaged_snapshot_is_rejected_as_corrupt(tmp_path: Path, damage: objec
     [
         SnapshotIdentity("model-v2", DIM, "streamrec.items"),
         SnapshotIdentity("model-v1", DIM, "other.items"),
+        SnapshotIdentity("model-v1", DIM, "streamrec.items", hnsw_m=32),
     ],
 )
 def test_a_foreign_snapshot_is_rejected(tmp_path: Path, other: SnapshotIdentity) -> None:
@@ -143,6 +144,14 @@ def test_a_snapshot_of_another_dimension_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(SnapshotRejected) as err:
         load_snapshot(path, ID, ef_search=64)
     assert err.value.reason == "foreign"
+
+
+def test_a_graph_unlike_its_manifest_is_rejected(tmp_path: Path) -> None:
+    lying = SnapshotIdentity("model-v1", DIM, "streamrec.items", hnsw_m=8)
+    path = _write(tmp_path, random_index(30, DIM), identity=lying)  # the graph has M=16
+    with pytest.raises(SnapshotRejected) as err:
+        load_snapshot(path, lying, ef_search=64)
+    assert err.value.reason == "corrupt"
 
 
 def test_newest_valid_wins_and_rejections_are_reported(tmp_path: Path) -> None:
