@@ -10,7 +10,8 @@ snapshot is written every ``index_snapshot_interval_s`` (the first one soon afte
 loaded none), then one last at shutdown (``close``, skipped when it would not fit the
 shutdown's time budget). A snapshot is taken on the loop's thread,
 between two catalog polls, so the offsets it records are exactly the records its index holds.
-A failed write is logged and counted; the worker keeps serving.
+A failed write is logged and counted; the worker keeps serving. A hot model swap calls
+``swap_model``: snapshots are tied to their model (``snapshot_identity``).
 """
 
 from __future__ import annotations
@@ -124,15 +125,31 @@ class IndexUpkeep:
         self.ranker = ranker
         self.positions = positions
         self.clock = clock
+        self._last_write_s: float | None = None
         self.identity = snapshot_identity(settings, model.files)
-        self.compactor = Compactor(
-            model.index,
-            settings.index_compact_deleted_ratio,
-            on_done=lambda seconds: metrics.index_compactions.inc(),
-        )
+        self.compactor = self._compactor(model)
         interval = settings.index_snapshot_interval_s
         self._next_snapshot = time.monotonic() + (interval if loaded else min(interval, 5.0))
-        self._last_write_s: float | None = None
+
+    def _compactor(self, model: ServingModel) -> Compactor:
+        metrics = self.metrics
+        return Compactor(
+            model.index,
+            self.settings.index_compact_deleted_ratio,
+            on_done=lambda seconds: metrics.index_compactions.inc(),
+        )
+
+    def swap_model(self, model: ServingModel, ranker: Ranker | None) -> None:
+        """Serve another model and index from now on (between two batches): a compaction of
+        the old index is dropped, and the new index is saved soon (older snapshots are of the
+        old model: foreign from now on)."""
+        if self.compactor.running:
+            self.model.index.abandon_compaction()
+        self.model, self.ranker = model, ranker
+        self.identity = snapshot_identity(self.settings, model.files)
+        self.compactor = self._compactor(model)
+        self._last_write_s = None
+        self._next_snapshot = time.monotonic() + min(self.settings.index_snapshot_interval_s, 5.0)
 
     def tick(self) -> None:
         """Swap in a finished compaction or start one; write a snapshot when due."""

@@ -142,3 +142,28 @@ def test_no_snapshot_at_shutdown_when_it_would_not_fit_the_budget(
     assert upkeep.write()  # a measured write (fast) is what counts from then on
     upkeep.close()
     assert len(list_snapshots(tmp_path / "snaps")) == 2
+
+
+def test_a_swapped_model_is_saved_under_its_own_identity(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    old = _model(random_index(30, DIM), [f"i{n}" for n in range(30)])
+    upkeep = IndexUpkeep(settings, Metrics(), old, None, dict, loaded=True)
+    for n in range(20):
+        old.index.remove(f"i{n}")
+    upkeep.tick()  # a compaction of the old index starts
+    new_index = random_index(40, DIM, seed=3)
+    new = ServingModel(
+        ModelFiles(
+            Path("model2"),
+            ModelMeta(version="v-two", dim=DIM, max_len=20, num_items=40),
+            [f"i{n}" for n in range(40)],
+            new_index.vectors_of([f"i{n}" for n in range(40)]),
+        ),
+        old.encoder,
+        new_index,
+    )
+    upkeep.swap_model(new, None)
+    assert upkeep.compactor.index is new_index and not upkeep.compactor.running
+    assert upkeep.write()
+    assert load_at_start(settings, new.files, Metrics()) is not None
+    assert load_at_start(settings, old.files, Metrics()) is None  # foreign to the old model
