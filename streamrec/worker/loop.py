@@ -56,8 +56,13 @@ from streamrec.worker.catalog import CatalogFollower
 from streamrec.worker.health import Health, OutputView
 from streamrec.worker.partitions import Partitions
 from streamrec.worker.relay import OutboxRelay
-from streamrec.worker.serving import ServingModel, build_index, load_serving_model, make_ranker
-from streamrec.worker.snapshots import IndexUpkeep, catalog_offsets, load_at_start
+from streamrec.worker.serving import ServingModel, load_serving_model, make_ranker
+from streamrec.worker.snapshots import (
+    IndexUpkeep,
+    catalog_offsets,
+    load_at_start,
+    refuse_snapshot,
+)
 from streamrec.worker.step import BatchStats, Pipeline, Record
 
 log = logging.getLogger(__name__)
@@ -225,7 +230,7 @@ class Worker:
             start_offsets=catalog_offsets(self.model.snapshot),
         )
         if self.model.snapshot is not None and not self.catalog.resumed:
-            self._rebuild_index()
+            refuse_snapshot(self.settings, self.model, ranker, self.metrics)
         self.catalog.catch_up()
         self.metrics.index_refreshed()
         self.upkeep = IndexUpkeep(
@@ -239,21 +244,6 @@ class Worker:
         )
         self.consumer = make_consumer(self.settings)
         self.consumer.subscribe([self.settings.events_topic], listener=_Listener(self))
-
-    def _rebuild_index(self) -> None:
-        """The snapshot's catalog offsets are outside the topic's range: never trust it; build
-        the index from the model again (the follower reads the catalog from the beginning)."""
-        assert self.model.snapshot is not None
-        log.warning(
-            "index snapshot %s ignored (offsets): its catalog offsets are not in the topic; "
-            "rebuilding the index from the whole catalog",
-            self.model.snapshot.path.name,
-        )
-        self.metrics.snapshots_rejected.labels(reason="offsets").inc()
-        self.model.index.replace_with(build_index(self.settings, self.model.files))
-        self.model.snapshot = None
-        if self.pipeline.ranker is not None:
-            self.pipeline.ranker.new_items.load_state({}, [])
 
     def _close_clients(self) -> None:
         # bounded: SIGTERM must exit within 10 s even while the broker is unreachable

@@ -34,7 +34,7 @@ from streamrec.ranking.snapshot import (
     total_bytes,
     write_snapshot,
 )
-from streamrec.worker.serving import ServingModel
+from streamrec.worker.serving import ServingModel, build_index
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,24 @@ def catalog_offsets(snap: LoadedSnapshot | None) -> dict[int, int] | None:
     if snap is None:
         return None
     return {int(p): int(o) for p, o in snap.offsets.items()}
+
+
+def refuse_snapshot(
+    settings: Settings, model: ServingModel, ranker: Ranker | None, metrics: Metrics
+) -> None:
+    """The loaded snapshot's catalog offsets are outside the topic's range: never trust it;
+    build the index from the model again, in place (the follower reads the whole topic)."""
+    assert model.snapshot is not None
+    log.warning(
+        "index snapshot %s ignored (offsets): its catalog offsets are not in the topic; "
+        "rebuilding the index from the whole catalog",
+        model.snapshot.path.name,
+    )
+    metrics.snapshots_rejected.labels(reason="offsets").inc()
+    model.index.replace_with(build_index(settings, model.files))
+    model.snapshot = None
+    if ranker is not None:
+        ranker.new_items.load_state({}, [])
 
 
 class IndexUpkeep:
