@@ -169,3 +169,16 @@ def test_no_snapshot_or_only_bad_ones_gives_none(tmp_path: Path) -> None:
     assert load_newest(tmp_path / "absent", ID, 64) is None
     _truncate_manifest(_write(tmp_path, random_index(10, DIM)))
     assert load_newest(tmp_path, ID, 64) is None
+
+
+def test_a_write_cut_short_leaves_nothing_that_loads(tmp_path: Path) -> None:
+    """A crash before the rename leaves a hidden temporary directory: never listed, never
+    loaded; the previous snapshot stays the newest."""
+    index = random_index(40, DIM)
+    _write(tmp_path, index, at=1.0)
+    partial = tmp_path / ".tmp-index-000000000002000-123"
+    partial.mkdir()
+    index.save_graph(str(partial / "graph.hnsw"))  # the crash came before arrays and manifest
+    assert [p.name for p in list_snapshots(tmp_path)] == ["index-000000000001000"]
+    loaded = load_newest(tmp_path, ID, 64)
+    assert loaded is not None and loaded.created_at == 1.0
