@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch is pinned to the CPU build (==2.13.0) in pyproject.toml; never let a range pull CUDA.
 EXTRAS := train,dev,bench
 
-.PHONY: faults install demo test lint typecheck unit integration bench quality tune replay new-items \
+.PHONY: faults install demo test lint typecheck unit integration bench quality tune replay new-items snapshot-bench \
 	clean prometheus
 
 $(BIN)/python:
@@ -71,6 +71,10 @@ replay: install
 
 new-items: install
 	$(BIN)/python benchmarks/new_items.py
+
+# restart from an index snapshot at 100,000 items, d = 64 (goal: ready within 5 s)
+snapshot-bench: install
+	$(BIN)/python benchmarks/snapshot.py
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -18,6 +18,7 @@ SECTIONS = (
     ("TUNING.md", "Ranking defaults chosen on a validation window (issue 7)"),
     ("REPLAY.md", "Streaming replay: cold start, fusion, exploration (issue 7)"),
     ("NEW_ITEMS.md", "New items through the worker: evidence to recommendable"),
+    ("SNAPSHOT.md", "Index snapshots: restart to ready at 100,000 items (issue 15)"),
 )
 HEADER = """# Benchmarks
 
@@ -33,6 +34,7 @@ the load noted in its section, and prefer the ratios measured within one run.
 | ranking defaults (validation window) | `benchmarks/tune.py` | `make tune` |
 | streaming replay | `benchmarks/replay.py` | `make replay` |
 | new items: evidence → recommendable | `benchmarks/new_items.py` | `make new-items` |
+| index snapshots: restart to ready | `benchmarks/snapshot.py` | `make snapshot-bench` |
 """
 
 

@@ -10,6 +10,7 @@
     │   ├── FencedError       this worker lost ownership of a partition (stale generation)
     │   └── ConflictError     a batch raced another writer (user version, duplicate key)
     ├── ItemIndexError        the item index rejected an operation
+    │   └── SnapshotRejected  an index snapshot is corrupt, of another format or foreign
     └── BrokerError           the Kafka broker cannot be reached or refused a request
 
 Errors on input data never escape the worker: ``BadEvent`` is turned into a dead-letter
@@ -71,6 +72,16 @@ class ConflictError(StoreError):
 
 class ItemIndexError(StreamrecError):
     """The item index rejected an operation."""
+
+
+class SnapshotRejected(ItemIndexError):  # noqa: N818 - a verdict, not a failure
+    """An index snapshot must not be used; ``reason`` is ``corrupt``, ``format`` or ``foreign``
+    (a bounded metric label), ``detail`` says what failed."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
 
 
 class BrokerError(StreamrecError):

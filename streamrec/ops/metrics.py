@@ -15,6 +15,7 @@ scrapes, from sources the worker binds once (each a one-liner):
 - ``bind_new_items(lambda: count)``: new items searchable with an evidence or content vector
   (``streamrec.coldstart.NewItemVectors.searchable``, fused ranking only);
 - ``index_refreshed()``: the index caught up with the catalog (or was rebuilt/swapped);
+- ``snapshot_taken(created_at)``: an index snapshot was written or loaded (its age);
 - ``observe_recommendations(observations)``: quality signals (see ``streamrec.ops.quality``).
 """
 
@@ -143,6 +144,7 @@ class Metrics:
         self._index: Callable[[], IndexLike] | None = None
         self._new_items: Callable[[], int] | None = None
         self._index_refreshed_at: float | None = None
+        self._snapshot_at: float | None = None
         self._define(self.registry)
         self.registry.register(_ScrapeTimeCollector(self))
 
@@ -204,6 +206,32 @@ class Metrics:
             "Seconds it took to load the model and build the index.",
             registry=r,
         )
+        self.index_compactions = Counter(
+            "streamrec_index_compactions_total",
+            "HNSW graphs rebuilt without their deleted items and swapped in.",
+            registry=r,
+        )
+        self.snapshots_written = Counter(
+            "streamrec_index_snapshots_written_total",
+            "Index snapshots written (periodic and at shutdown).",
+            registry=r,
+        )
+        self.snapshots_rejected = Counter(
+            "streamrec_index_snapshots_rejected_total",
+            "Index snapshots not used at start, by reason (corrupt, format, foreign, offsets).",
+            ["reason"],
+            registry=r,
+        )
+        self.snapshot_write_seconds = Gauge(
+            "streamrec_index_snapshot_write_duration_seconds",
+            "Seconds the last index snapshot took to write.",
+            registry=r,
+        )
+        self.snapshot_load_seconds = Gauge(
+            "streamrec_index_snapshot_load_duration_seconds",
+            "Seconds it took to load the index snapshot used at start.",
+            registry=r,
+        )
         self.outbox_pending = Gauge(
             "streamrec_outbox_pending_messages",
             "Rows in the outbox table: messages committed but not yet delivered and deleted "
@@ -213,7 +241,7 @@ class Metrics:
         self.errors = Counter(
             "streamrec_errors_total",
             "Errors the worker recovered from, by component "
-            "(broker, store, conflict, fenced, lag).",
+            "(broker, store, conflict, fenced, lag, snapshot).",
             ["component"],
             registry=r,
         )
@@ -295,6 +323,11 @@ class Metrics:
         with self._lock:
             self._index_refreshed_at = self.clock()
 
+    def snapshot_taken(self, created_at: float) -> None:
+        """The index state of ``created_at`` is saved (a snapshot written, or loaded at start)."""
+        with self._lock:
+            self._snapshot_at = created_at
+
     # -- quality -----------------------------------------------------------------------------
     def observe_recommendations(self, observations: Iterable[RecObservation]) -> None:
         """Feed published recommendations to the quality windows, in order."""
@@ -309,6 +342,7 @@ class Metrics:
             source = self._index
             refreshed = self._index_refreshed_at
             new_items = self._new_items
+            snapshot_at = self._snapshot_at
         live, deleted = index_counts(source()) if source is not None else (0, 0)
 
         fam = GaugeMetricFamily(
@@ -328,6 +362,11 @@ class Metrics:
             "streamrec_index_refresh_age_seconds",
             "Seconds since the index last caught up with the catalog (or was rebuilt).",
             max(0.0, self.clock() - refreshed) if refreshed is not None else None,
+        )
+        yield _gauge(
+            "streamrec_index_snapshot_age_seconds",
+            "Seconds since the newest index snapshot this worker wrote or loaded was taken.",
+            max(0.0, self.clock() - snapshot_at) if snapshot_at is not None else None,
         )
         yield _gauge(
             "streamrec_new_items",

@@ -59,6 +59,15 @@ class Settings(BaseSettings):
     hnsw_m: int = Field(16, ge=2, description="hnswlib M (graph degree)")
     hnsw_ef_construction: int = Field(200, ge=10, description="hnswlib ef at build time")
     hnsw_ef_search: int = Field(128, ge=10, description="hnswlib ef at query time")
+    index_snapshot_dir: Path | None = Field(
+        None, description="directory of index snapshots (unset: no snapshots, rebuild at start)"
+    )
+    index_snapshot_interval_s: float = Field(
+        300.0, gt=0, description="seconds between index snapshots (one more at shutdown)"
+    )
+    index_compact_deleted_ratio: float = Field(
+        0.2, gt=0, le=1, description="rebuild the graph when deleted items exceed this share"
+    )
     exclude_history: bool = Field(True, description="never recommend items already in history")
     history_max_len: int = Field(200, ge=1, description="events of history kept per user")
     ranking: Literal["fused", "encoder"] = Field(

@@ -93,6 +93,17 @@ class NewItemVectors:
         else:
             self._searchable.discard(item_id)
 
+    def saved_state(self) -> tuple[dict[str, np.ndarray], list[str]]:
+        """What a snapshot keeps besides the index: the catalog's content vectors of new items
+        and the new items that have a vector in the index (copies)."""
+        return dict(self._content), sorted(self._vectored)
+
+    def load_state(self, content: dict[str, np.ndarray], vectored: Iterable[str]) -> None:
+        """Take back ``saved_state`` (with the index it was saved with)."""
+        self._content = {k: np.asarray(v, dtype=np.float32) for k, v in content.items()}
+        self._vectored = set(vectored)
+        self._searchable = {i for i in self._vectored if self.index.is_live(i)}
+
     def is_new(self, item_id: str) -> bool:
         """True when the model was not trained on this item."""
         return item_id not in self.trained

@@ -25,6 +25,36 @@ import numpy as np
 from streamrec.errors import ItemIndexError
 
 
+@dataclass(slots=True)
+class IndexState:
+    """An index's contents besides its graph, per label: what a snapshot saves.
+
+    Attributes:
+        ids: item id per label.
+        vectors: float32 [len(ids), dim].
+        live: bool [len(ids)], searchable items.
+        in_graph: bool [len(ids)], labels in the graph (live or marked deleted; a compaction
+            leaves deleted labels out).
+        centroid: the cold-start vector (the mean of the trained vectors).
+    """
+
+    ids: list[str]
+    vectors: np.ndarray
+    live: np.ndarray
+    in_graph: np.ndarray
+    centroid: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionInput:
+    """The live labels and their vectors a compacted graph is built from, and its params."""
+
+    labels: np.ndarray
+    vectors: np.ndarray
+    m: int
+    ef_construction: int
+
+
 @dataclass(frozen=True, slots=True)
 class IndexStats:
     """Counts for metrics: live items and items marked deleted but still in the graph."""
@@ -55,22 +85,83 @@ class ItemIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[0] != len(item_ids):
             raise ItemIndexError(f"vectors {vectors.shape} do not match {len(item_ids)} ids")
-        self.dim = int(vectors.shape[1])
-        self._ids: list[str] = list(item_ids)
-        self._label = {item_id: i for i, item_id in enumerate(self._ids)}
-        self._vectors = vectors.copy()
-        self._live = np.ones(len(self._ids), dtype=bool)
-        self._n_live = len(self._ids)
-        self._id_rank: _IdRank | None = None  # built on first use (``id_order``)
-        self.centroid = vectors.mean(axis=0) if len(vectors) else np.zeros(self.dim, np.float32)
+        dim = int(vectors.shape[1])
+        graph = hnswlib.Index(space="ip", dim=dim)
+        graph.init_index(max_elements=max(16, len(item_ids)), M=m, ef_construction=ef_construction)
+        if len(item_ids):
+            graph.add_items(vectors, np.arange(len(item_ids)))
+        n = len(item_ids)
+        centroid = vectors.mean(axis=0) if n else np.zeros(dim, np.float32)
+        live = np.ones(n, dtype=bool)
+        self._setup(IndexState(list(item_ids), vectors.copy(), live, live.copy(), centroid), graph)
         self._ef_search = ef_search
-        self._graph = hnswlib.Index(space="ip", dim=self.dim)
-        self._graph.init_index(
-            max_elements=max(16, len(self._ids)), M=m, ef_construction=ef_construction
+        graph.set_ef(ef_search)
+
+    def _setup(self, state: IndexState, graph: hnswlib.Index) -> None:
+        """Take ``state`` (arrays owned from now on) and its graph as this index's contents."""
+        self.dim = int(state.vectors.shape[1])
+        self._ids = state.ids
+        self._label = {item_id: i for i, item_id in enumerate(self._ids)}
+        self._vectors = state.vectors
+        self._live = state.live
+        self._in_graph = state.in_graph  # a live label is always in the graph
+        self._n_live = int(np.count_nonzero(state.live))
+        self._n_in_graph = int(np.count_nonzero(state.in_graph))
+        self._id_rank: _IdRank | None = None  # built on first use (``id_order``)
+        self.centroid = state.centroid
+        self._graph = graph
+        self._dirty: set[int] | None = None  # labels changed while a compaction builds
+
+    @classmethod
+    def from_state(cls, state: IndexState, graph: hnswlib.Index, ef_search: int) -> ItemIndex:
+        """An index from saved contents and their graph (``export_state``, a snapshot).
+
+        Raises:
+            ItemIndexError: the arrays and the graph do not agree.
+        """
+        n = len(state.ids)
+        vectors = state.vectors
+        if (
+            vectors.ndim != 2
+            or vectors.shape[0] != n
+            or state.centroid.shape != (vectors.shape[1],)
+        ):
+            raise ItemIndexError(f"vectors {vectors.shape} do not match {n} ids")
+        if state.live.shape != (n,) or state.in_graph.shape != (n,):
+            raise ItemIndexError("liveness arrays do not match the ids")
+        if np.any(state.live & ~state.in_graph) or len(set(state.ids)) != n:
+            raise ItemIndexError("a live label is not in the graph, or an id repeats")
+        if graph.dim != vectors.shape[1] or graph.get_current_count() != int(state.in_graph.sum()):
+            raise ItemIndexError("the graph does not hold the labels the arrays say")
+        index = cls.__new__(cls)
+        index._setup(state, graph)
+        index._ef_search = ef_search
+        graph.set_ef(ef_search)
+        return index
+
+    def export_state(self) -> IndexState:
+        """The contents (copies) other than the graph; ``save_graph`` writes the graph."""
+        n = len(self._ids)
+        return IndexState(
+            list(self._ids),
+            self._vectors[:n].copy(),
+            self._live[:n].copy(),
+            self._in_graph[:n].copy(),
+            self.centroid.copy(),
         )
-        if len(self._ids):
-            self._graph.add_items(self._vectors, np.arange(len(self._ids)))
-        self._graph.set_ef(ef_search)
+
+    def replace_with(self, other: ItemIndex) -> None:
+        """Serve ``other``'s contents from now on, in place (holders of this index see them)."""
+        n = other.n_labels
+        state = IndexState(
+            other._ids, other._vectors[:n], other._live[:n], other._in_graph[:n], other.centroid
+        )
+        self._setup(state, other._graph)
+        self._ef_search = other._ef_search
+
+    def save_graph(self, path: str) -> None:
+        """Write the hnswlib graph to ``path`` (hnswlib's own format)."""
+        self._graph.save_index(path)
 
     @property
     def size(self) -> int:
@@ -83,9 +174,8 @@ class ItemIndex:
         return len(self._ids)
 
     def stats(self) -> IndexStats:
-        """Live and deleted-but-not-compacted item counts."""
-        n = len(self._ids)
-        return IndexStats(live=self._n_live, deleted=n - self._n_live)
+        """Live and deleted-but-not-compacted (still in the graph) item counts."""
+        return IndexStats(live=self._n_live, deleted=self._n_in_graph - self._n_live)
 
     def __contains__(self, item_id: object) -> bool:
         return item_id in self._label
@@ -134,10 +224,12 @@ class ItemIndex:
             label = self._append(item_id, self.centroid if vector is None else vector)
         elif vector is not None:
             self._vectors[label] = np.asarray(vector, dtype=np.float32)
-            # add_items on an existing label replaces its vector and un-deletes it in the graph
-            self._graph.add_items(self._vectors[label : label + 1], [label])
-            if not self._live[label]:
-                self._graph.mark_deleted(label)
+            self._touch(label)
+            if self._in_graph[label]:
+                # add_items on an existing label replaces its vector and un-deletes it
+                self._graph.add_items(self._vectors[label : label + 1], [label])
+                if not self._live[label]:
+                    self._graph.mark_deleted(label)
         self._set_live(label, available)
 
     def live_count(self, exclude: AbstractSet[str] = frozenset()) -> int:
@@ -323,21 +415,75 @@ class ItemIndex:
             grow = max(16, len(self._vectors))
             self._vectors = np.vstack([self._vectors, np.zeros((grow, self.dim), np.float32)])
             self._live = np.concatenate([self._live, np.zeros(grow, dtype=bool)])
+            self._in_graph = np.concatenate([self._in_graph, np.zeros(grow, dtype=bool)])
         self._vectors[label] = np.asarray(vector, dtype=np.float32)
-        if label >= self._graph.get_max_elements():
-            self._graph.resize_index(max(2 * label, 16))
-        self._graph.add_items(self._vectors[label : label + 1], [label])
+        self._touch(label)
+        self._graph_add(label)
         self._graph.mark_deleted(label)
         return label
 
+    def _graph_add(self, label: int) -> None:
+        """Add a label that is not in the graph (growing the graph when it is full)."""
+        graph = self._graph
+        if graph.get_current_count() >= graph.get_max_elements():
+            graph.resize_index(max(2 * graph.get_max_elements(), 16))
+        graph.add_items(self._vectors[label : label + 1], [label])
+        self._in_graph[label] = True
+        self._n_in_graph += 1
+
     def _set_live(self, label: int, live: bool) -> None:
         if live and not self._live[label]:
-            self._graph.unmark_deleted(label)
+            self._touch(label)
+            if self._in_graph[label]:
+                self._graph.unmark_deleted(label)
+            else:  # compacted away while deleted: back into the graph
+                self._graph_add(label)
             self._n_live += 1
         elif not live and self._live[label]:
+            self._touch(label)
             self._graph.mark_deleted(label)
             self._n_live -= 1
         self._live[label] = live
+
+    def _touch(self, label: int) -> None:
+        if self._dirty is not None:
+            self._dirty.add(label)
+
+    # -- compaction (``streamrec.ranking.compaction``) ----------------------------------------
+    def deleted_ratio(self) -> float:
+        """Share of the graph's items that are deleted (0 for an empty graph)."""
+        return (self._n_in_graph - self._n_live) / self._n_in_graph if self._n_in_graph else 0.0
+
+    def begin_compaction(self) -> CompactionInput:
+        """Copy what a graph of the live items is built from; changes are tracked from now."""
+        labels = np.flatnonzero(self._live[: len(self._ids)]).astype(np.int64)
+        self._dirty = set()
+        m = self._graph.M
+        return CompactionInput(labels, self._vectors[labels], m, self._graph.ef_construction)
+
+    def finish_compaction(self, labels: np.ndarray, graph: hnswlib.Index) -> None:
+        """Swap in ``graph`` (built from ``begin_compaction``'s input), replaying the changes
+        made since; the caller is between two batches, so no search sees the swap half done."""
+        dirty, self._dirty = self._dirty or set(), None
+        n = len(self._ids)
+        in_graph = np.zeros(len(self._in_graph), dtype=bool)
+        in_graph[labels] = True
+        for label in sorted(dirty):
+            if self._live[label] or in_graph[label]:
+                if graph.get_current_count() >= graph.get_max_elements():
+                    graph.resize_index(max(2 * graph.get_max_elements(), 16))
+                graph.add_items(self._vectors[label : label + 1], [label])
+                in_graph[label] = True
+                if not self._live[label]:
+                    graph.mark_deleted(label)
+        graph.set_ef(self._ef_search)
+        self._graph = graph
+        self._in_graph = in_graph
+        self._n_in_graph = int(np.count_nonzero(in_graph[:n]))
+
+    def abandon_compaction(self) -> None:
+        """Stop tracking changes (a compaction that failed)."""
+        self._dirty = None
 
 
 class _IdRank:

@@ -1,8 +1,12 @@
 """Following the catalog topic into the item index.
 
 Every worker needs the whole catalog, so the catalog is read outside the consumer group: all
-partitions assigned, from the beginning, at every start (treat the topic as compacted by
-item_id). Upserts add or update items (searchable when applied); deletes hide them.
+partitions assigned, from the beginning at every start (treat the topic as compacted by
+item_id), or from the offsets an index snapshot covers (``start_offsets``; partitions it does
+not name from the beginning). Offsets outside a partition's current range (the topic was
+recreated, or retention removed records the snapshot never saw) refuse the snapshot:
+``resumed`` is False and the follower reads from the beginning; the worker then rebuilds its
+index. Upserts add or update items (searchable when applied); deletes hide them.
 
 The index counts as refreshed (``streamrec_index_refresh_age_seconds`` starts again from 0)
 only when the follower has proof that it holds the whole catalog: a poll returned records, or
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kafka.structs import TopicPartition
@@ -55,6 +59,8 @@ class CatalogFollower:
             ``observe_catalog``: content features and new-item bookkeeping).
         on_fresh: called whenever the index is proven to hold the whole catalog (module
             docstring; the worker's index refresh age).
+        start_offsets: per partition, the next offset to read (an index snapshot's coverage;
+            None: from the beginning).
     """
 
     def __init__(
@@ -65,6 +71,7 @@ class CatalogFollower:
         dead_letter: Callable[[OutboxMessage], None],
         on_op: Callable[[CatalogOp], None] | None = None,
         on_fresh: Callable[[], None] = lambda: None,
+        start_offsets: Mapping[int, int] | None = None,
     ) -> None:
         self.settings = settings
         self.index = index
@@ -73,10 +80,11 @@ class CatalogFollower:
         self.metrics = metrics
         self.dead_letter = dead_letter
         self.consumer = make_consumer(settings, group=False)
-        self.partitions = self._assign()
+        self.resumed = False  # True when reading from ``start_offsets``
+        self.partitions = self._assign(start_offsets)
         self._check_due = 0.0
 
-    def _assign(self) -> list[TopicPartition]:
+    def _assign(self, start_offsets: Mapping[int, int] | None) -> list[TopicPartition]:
         topic = self.settings.items_topic
         deadline = time.monotonic() + 10
         parts = self.consumer.partitions_for_topic(topic)
@@ -88,8 +96,41 @@ class CatalogFollower:
             return []
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         self.consumer.assign(tps)
-        self.consumer.seek_to_beginning(*tps)
+        if start_offsets is not None:
+            self.resumed = self._seek_to(tps, start_offsets)
+        if not self.resumed:
+            self.consumer.seek_to_beginning(*tps)
         return tps
+
+    def _seek_to(self, tps: list[TopicPartition], offsets: Mapping[int, int]) -> bool:
+        """Seek to ``offsets`` if each lies within its partition's current range."""
+        firsts = self.consumer.beginning_offsets(tps)
+        ends = self.consumer.end_offsets(tps)
+        known = {tp.partition for tp in tps}
+        for tp in tps:
+            offset = offsets.get(tp.partition, firsts[tp])
+            if not firsts[tp] <= offset <= ends[tp]:
+                log.warning(
+                    "catalog partition %d: snapshot offset %d outside [%d, %d]",
+                    tp.partition,
+                    offset,
+                    firsts[tp],
+                    ends[tp],
+                )
+                return False
+        if set(offsets) - known:
+            log.warning("catalog partitions %s are gone", sorted(set(offsets) - known))
+            return False
+        for tp in tps:
+            self.consumer.seek(tp, offsets.get(tp.partition, firsts[tp]))
+        return True
+
+    def positions(self) -> dict[int, int]:
+        """The next offset of each partition: the index holds every record before it."""
+        return {
+            tp.partition: int(self.consumer.position(tp, timeout_ms=CHECK_TIMEOUT_MS))
+            for tp in self.partitions
+        }
 
     def catch_up(self, timeout_s: float = 30.0) -> int:
         """Apply the catalog up to its current end before serving; returns records applied."""

@@ -1,6 +1,7 @@
 """The run loop. One batch, in numbered steps:
 
 1. poll the catalog (non-blocking, at most ``catalog_batch_max_records``) into the index;
+   swap in a compacted graph, write an index snapshot when due (``streamrec.worker.snapshots``);
 2. poll a batch of events (partitions we have claimed only; none while the output backlog is
    at ``outbox_max_pending``: the loop keeps polling, so the group keeps us);
 3. decode, dedupe, fold, encode, search, rank (``Pipeline.process``);
@@ -56,6 +57,12 @@ from streamrec.worker.health import Health, OutputView
 from streamrec.worker.partitions import Partitions
 from streamrec.worker.relay import OutboxRelay
 from streamrec.worker.serving import ServingModel, load_serving_model, make_ranker
+from streamrec.worker.snapshots import (
+    IndexUpkeep,
+    catalog_offsets,
+    load_at_start,
+    refuse_snapshot,
+)
 from streamrec.worker.step import BatchStats, Pipeline, Record
 
 log = logging.getLogger(__name__)
@@ -113,7 +120,9 @@ class Worker:
         self.metrics = metrics or Metrics(clock=clock)
         self.clock = clock
         start = time.perf_counter()
-        self.model = model or load_serving_model(settings)
+        self.model = model or load_serving_model(
+            settings, snapshot=lambda files: load_at_start(settings, files, self.metrics)
+        )
         self.metrics.model_load_seconds.set(time.perf_counter() - start)
         meta = self.model.files.meta
         self.metrics.model_info.info(
@@ -159,6 +168,7 @@ class Worker:
         self.producer: KafkaProducer | None = None
         self.consumer: KafkaConsumer | None = None
         self.catalog: CatalogFollower | None = None
+        self.upkeep: IndexUpkeep | None = None
 
     @property
     def generations(self) -> dict[int, int]:
@@ -196,6 +206,8 @@ class Worker:
                 self.step()
             log.info("stopping: draining the outbox")
             self.relay.stop(self.settings.drain_timeout_ms / 1000)
+            if self.upkeep is not None:
+                self.upkeep.close()
         finally:
             self._close_clients()
             if server is not None:
@@ -215,9 +227,21 @@ class Worker:
             lambda msg: self.relay.submit([msg]),
             on_op=ranker.observe_catalog if ranker is not None else None,
             on_fresh=self.metrics.index_refreshed,
+            start_offsets=catalog_offsets(self.model.snapshot),
         )
+        if self.model.snapshot is not None and not self.catalog.resumed:
+            refuse_snapshot(self.settings, self.model, ranker, self.metrics)
         self.catalog.catch_up()
         self.metrics.index_refreshed()
+        self.upkeep = IndexUpkeep(
+            self.settings,
+            self.metrics,
+            self.model,
+            ranker,
+            self.catalog.positions,
+            loaded=self.catalog.resumed,
+            clock=self.clock,
+        )
         self.consumer = make_consumer(self.settings)
         self.consumer.subscribe([self.settings.events_topic], listener=_Listener(self))
 
@@ -308,6 +332,8 @@ class Worker:
             self.catalog.poll()
         except KafkaError as exc:
             self.health.broker_failed(f"catalog poll: {type(exc).__name__}")
+        if self.upkeep is not None:
+            self.upkeep.tick()  # between two batches: compaction swaps, snapshots
         try:
             if self._paused_for_store:
                 self._maybe_resume()

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamrec.ops.metrics import Metrics, consumer_lag, index_counts
 from streamrec.ops.quality import RecObservation
+from streamrec.ranking.compaction import Compactor
 from streamrec.ranking.index import ItemIndex
 from streamrec.testing import FakeClock
 
@@ -114,6 +115,23 @@ def test_index_refresh_age_follows_the_clock() -> None:
     metrics.index_refreshed()
     clock.advance(42)
     assert _samples(metrics)[("streamrec_index_refresh_age_seconds", ())] == 42
+
+
+def test_snapshot_age_follows_the_clock_and_compaction_clears_the_deleted_ratio() -> None:
+    clock = FakeClock(1000.0)
+    metrics = Metrics(clock=clock)
+    assert ("streamrec_index_snapshot_age_seconds", ()) not in _samples(metrics)
+    metrics.snapshot_taken(990.0)  # a snapshot taken 10 s ago was loaded
+    clock.advance(20)
+    assert _samples(metrics)[("streamrec_index_snapshot_age_seconds", ())] == 30
+    index = ItemIndex([f"i{n}" for n in range(40)], np.eye(40, dtype=np.float32))
+    for n in range(20):
+        index.remove(f"i{n}")
+    metrics.bind_index(lambda: index)
+    assert _samples(metrics)[("streamrec_index_deleted_ratio", ())] == 0.5
+    assert Compactor(index, ratio=0.2, background=False).tick()
+    assert _samples(metrics)[("streamrec_index_deleted_ratio", ())] == 0.0
+    assert _samples(metrics)[("streamrec_index_items", ())] == 20
 
 
 def test_quality_gauges() -> None:
