@@ -9,7 +9,8 @@
   (``epochs``, default :data:`DEFAULT_EPOCHS`); no validation is run.
 * ``holdout>=1``: each user's last ``holdout`` events are left out; validation ranks the event
   at ``seq[-holdout]`` against 100 sampled negatives after each epoch, and training stops once
-  validation NDCG@10 has not improved for ``patience`` epochs (at most ``epochs``, default
+  validation NDCG@10 has not improved for ``patience`` epochs, or ``patience_steps`` optimizer
+  steps rounded up to whole epochs (at least 2) when that is fewer (at most ``epochs``, default
   :data:`DEFAULT_MAX_EPOCHS`). The best epoch's weights are kept. Each epoch validates on a
   fixed random sample of ``valid_users`` users (all of them when there are fewer); the best
   weights are then validated on every user once (``valid`` in the facts).
@@ -63,6 +64,8 @@ class TrainConfig:
         weight_decay: AdamW decoupled weight decay (not applied to biases and norms).
         batch_size: users per step.
         patience: epochs without validation improvement before stopping.
+        patience_steps: the same bound in optimizer steps, for data sets whose epoch is many
+            steps (ML-100k: 15 steps an epoch, so 225 steps = its 15 epochs).
         threads: torch intra-op threads.
         loss: "full", "sampled", or "auto" (full up to ``full_softmax_max_items`` items).
         full_softmax_max_items: above this catalogue size "auto" uses a sampled softmax.
@@ -84,6 +87,7 @@ class TrainConfig:
     weight_decay: float = 0.5
     batch_size: int = 64
     patience: int = 15
+    patience_steps: int = 225
     threads: int = 1
     loss: str = "auto"
     full_softmax_max_items: int = 10_000
@@ -288,6 +292,8 @@ def _train(
     epochs = config.epochs or (DEFAULT_MAX_EPOCHS if validating else DEFAULT_EPOCHS)
     rng = np.random.default_rng(config.seed)
     lengths = np.array([len(w) for w in windows])
+    steps_per_epoch = -(-len(windows) // config.batch_size)
+    patience = min(config.patience, max(2, -(-config.patience_steps // steps_per_epoch)))
     history: list[dict[str, float]] = []
     best_score, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
     bar = tqdm(range(1, epochs + 1), desc="train", unit="epoch", disable=not config.progress)
@@ -315,7 +321,7 @@ def _train(
             {k: f"{v:.4f}" for k, v in record.items() if k in ("loss", "ndcg@10", "hr@10")}
             | ({"best": best_epoch} if validating else {})
         )
-        if validating and epoch - best_epoch >= config.patience:
+        if validating and epoch - best_epoch >= patience:
             break
     bar.close()
     valid: dict[str, float] = {}
