@@ -16,7 +16,8 @@ from the co-visitation counts (which do not depend on the model) and the new tra
 The new index is built from a ``CatalogSnapshot`` taken on the serving thread (a copy of the
 ids and their availability, O(items)), on another thread, while the served index keeps
 changing; ``catch_up`` then applies, on the serving thread, what changed since the snapshot:
-items added and availability flipped (bounded by the changes made during the build).
+items added and availability flipped, at most a given number per call (each call also sees
+what changed meanwhile), until none is left; then the new index can be swapped in.
 """
 
 from __future__ import annotations
@@ -28,10 +29,13 @@ import numpy as np
 
 from streamrec.ranking.index import ItemIndex
 
+CATCH_UP_ROOM = 1024  # items the new index can take without growing (at least)
 
-@dataclass(frozen=True)
+
+@dataclass
 class CatalogSnapshot:
-    """The served index's items and their availability at one moment (copies).
+    """The served index's items and their availability at one moment (copies; ``catch_up``
+    moves it forward).
 
     Attributes:
         ids: every item id, in label order.
@@ -84,27 +88,46 @@ def reembed(
         ef_search=ef_search,
     )
     index.centroid = prior  # the trained items' centroid: the prior of later catalog items
+    # room for the items ``catch_up`` adds on the serving thread (growing copies the graph)
+    index.reserve(max(CATCH_UP_ROOM, len(catalog.ids) // 100))
     for item_id in np.asarray(catalog.ids, dtype=object)[~catalog.live].tolist():
         index.remove(item_id)
     return index
 
 
-def catch_up(new: ItemIndex, served: ItemIndex, catalog: CatalogSnapshot) -> int:
-    """Apply to ``new`` what changed in ``served`` since ``catalog`` was taken.
+def catch_up(
+    new: ItemIndex, served: ItemIndex, catalog: CatalogSnapshot, limit: int | None = None
+) -> tuple[int, int]:
+    """Apply to ``new`` what changed in ``served`` since ``catalog`` was taken, at most
+    ``limit`` changes per call; ``catalog`` is moved forward over what was applied.
 
     Items added since are added (at the prior, or their trained vector when the new model
     knows them) with their availability; items whose availability flipped flip in ``new``.
+    Flips cost a flag each, additions an HNSW insertion each: ``limit`` bounds the call.
 
     Returns:
-        the number of items changed.
+        the changes applied, and those still to apply (0: ``new`` has caught up).
     """
     known = len(catalog.ids)
-    now = served.live_mask(np.arange(known, dtype=np.int64))
-    flipped = np.flatnonzero(now != catalog.live)
+    flipped = np.flatnonzero(served.live_mask(np.arange(known, dtype=np.int64)) != catalog.live)
     added = np.arange(known, served.n_labels, dtype=np.int64)
-    labels = np.concatenate([flipped, added]).astype(np.int64)
-    for item_id, live in zip(
-        served.ids_of(labels.tolist()), served.live_mask(labels).tolist(), strict=True
+    pending = len(flipped) + len(added)
+    budget = pending if limit is None else max(0, limit)
+    flips = flipped[:budget]
+    adds = added[: max(0, budget - len(flips))]
+    for label, item_id, live in zip(
+        flips.tolist(),
+        served.ids_of(flips.tolist()),
+        served.live_mask(flips).tolist(),
+        strict=True,
     ):
         new.upsert(item_id, None, bool(live))
-    return len(labels)
+        catalog.live[label] = live
+    if len(adds):
+        ids, live_added = served.ids_of(adds.tolist()), served.live_mask(adds)
+        for item_id, live in zip(ids, live_added.tolist(), strict=True):
+            new.upsert(item_id, None, bool(live))
+        catalog.ids.extend(ids)
+        catalog.live = np.concatenate([catalog.live, live_added])
+    applied = len(flips) + len(adds)
+    return applied, pending - applied

@@ -6,7 +6,8 @@ and not refused before, is prepared on a background thread: checksums verified, 
 ONNX graph loaded, the encoder probed, the catalog re-embedded (``ranking/reembed``: a new
 index built from a snapshot of the served index's items, beside the served one). The poll
 thread only takes the snapshot (a copy of ids and flags) and, once the preparation is done,
-the swap: the catalog changes made meanwhile are applied to the new index, the fused
+the catch-up and the swap: the catalog changes made meanwhile are applied to the new index
+(at most ``catalog_batch_max_records`` per loop iteration, until none is left), then the fused
 ranker is rebuilt around the new encoder and index with the *same* stream state (trending,
 co-visitation, counted offsets: none of it depends on the model), and the pipeline, the
 catalog follower and the stream-state restore switch to it, all between two batches. A batch
@@ -85,6 +86,7 @@ class Prepared:
     model: ServingModel
     catalog: CatalogSnapshot
     seconds: float
+    caught_up: int = 0  # catalog changes replayed onto its index since the snapshot
 
 
 class ModelReloader:
@@ -119,17 +121,22 @@ class ModelReloader:
         self._thread: threading.Thread | None = None
         self._number = 0  # the version being prepared
         self._result: Prepared | RefusedModelError | None = None
+        self._ready: Prepared | None = None  # prepared, catching up with the catalog
 
     def poll(self, served: ServingModel) -> Prepared | None:
         """Called by the poll thread once per loop iteration; bounded work.
 
         Returns:
-            a prepared version to swap in now (``swapped`` must follow), or None.
+            a prepared version, caught up with the catalog, to swap in now (``swapped`` must
+            follow), or None.
         """
+        if self._ready is not None:
+            return self._catch_up(served)
         if self._thread is not None:
             if self._thread.is_alive():
                 return None
-            return self._collect()
+            self._ready = self._collect()
+            return self._catch_up(served) if self._ready is not None else None
         now = self.clock()
         if now < self._due:
             return None
@@ -142,6 +149,20 @@ class ModelReloader:
         if newer:
             self._start(newer[0], served)
         return None
+
+    def _catch_up(self, served: ServingModel) -> Prepared | None:
+        """Replay onto the prepared index what the catalog changed since its snapshot, at most
+        ``catalog_batch_max_records`` changes per loop iteration; ready when none is left."""
+        ready = self._ready
+        assert ready is not None
+        applied, left = catch_up(
+            ready.model.index, served.index, ready.catalog, self.settings.catalog_batch_max_records
+        )
+        ready.caught_up += applied
+        if left:
+            return None
+        self._ready = None
+        return ready
 
     def _start(self, number: int, served: ServingModel) -> None:
         catalog = snapshot(served.index)
@@ -205,12 +226,12 @@ def swap_model(
     catalog: CatalogFollower | None,
     restore: StateRestore | None,
 ) -> ServingModel:
-    """Switch the pipeline, the catalog follower and the restore to a prepared version.
+    """Switch the pipeline, the catalog follower and the restore to a prepared version
+    (caught up with the catalog: ``ModelReloader.poll`` returned it in this iteration).
 
     Call on the poll thread between two batches. Returns the model now served.
     """
     model = prepared.model
-    changed = catch_up(model.index, served.index, prepared.catalog)
     old = pipeline.ranker
     ranker = (
         old.with_model(model.encoder, model.index, model.files.item_ids)
@@ -228,6 +249,6 @@ def swap_model(
         model.describe(),
         served.describe(),
         model.index.size,
-        changed,
+        prepared.caught_up,
     )
     return model

@@ -124,13 +124,17 @@ def test_reembed_keeps_catalog_items_at_the_prior_and_catches_up(tmp_path: Path)
     new_vectors = item_vectors(26, 8, seed=2)
     index = reembed(new_ids, new_vectors, taken)
     assert not index.is_live("i3") and index.is_live("c1")  # as at the snapshot
-    assert catch_up(index, served, taken) == 4
+    assert catch_up(index, served, taken, limit=3) == (3, 1)  # the three flips first
+    served.upsert("c4", None, False)  # meanwhile
+    assert catch_up(index, served, taken, limit=3) == (2, 0)
+    assert catch_up(index, served, taken) == (0, 0)
+    assert taken.ids == served.ids_of(range(served.n_labels))
     prior = new_vectors.mean(axis=0)
     np.testing.assert_allclose(index.centroid, prior, rtol=1e-6)
     assert index.is_live("i3") and not index.is_live("i4") and not index.is_live("c1")
-    assert index.is_live("c3") and index.is_live("i27")
+    assert index.is_live("c3") and index.is_live("i27") and not index.is_live("c4")
     np.testing.assert_array_equal(index.vectors_of(["i0", "c2"]), new_vectors[[0, 25]])
-    for carried in ("c1", "c3", "i27"):  # old-space vectors dropped to the new prior
+    for carried in ("c1", "c3", "c4", "i27"):  # old-space vectors dropped to the new prior
         np.testing.assert_allclose(index.vectors_of([carried])[0], prior, rtol=1e-6)
     assert index.size == served.size
 
@@ -143,7 +147,9 @@ def _record(offset: int, event_id: str, user: str, item: str) -> Record:
 def test_poll_prepares_a_new_version_and_the_swap_switches_the_pipeline(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     publish_tiny(repo, seed=1)
-    settings = _settings(repo, model_poll_interval_s=10, top_k=5, explore_rate=0.0)
+    settings = _settings(
+        repo, model_poll_interval_s=10, top_k=5, explore_rate=0.0, catalog_batch_max_records=1
+    )
     metrics = Metrics()
     clock = FakeClock(0.0)
     served, _ = open_model(settings, metrics)
@@ -165,14 +171,16 @@ def test_poll_prepares_a_new_version_and_the_swap_switches_the_pipeline(tmp_path
     assert reloader.poll(served) is None, "not due before the poll interval"
     clock.advance(10)
     assert reloader.poll(served) is None  # started on a background thread
-    served.index.upsert("c9", None, True)  # a catalog change while it is prepared
+    served.index.upsert("c9", None, True)  # catalog changes while it is prepared
+    served.index.remove("i5")
     reloader.wait()
+    assert reloader.poll(served) is None, "one catalog change caught up per iteration"
     prepared = reloader.poll(served)
-    assert prepared is not None and prepared.model.number == 2
+    assert prepared is not None and prepared.model.number == 2 and prepared.caught_up == 2
     model = swap_model(prepared, served, pipeline, None, None)
     reloader.swapped(2)
     assert pipeline.model_version == meta2.version and pipeline.index is model.index
-    assert model.index.is_live("c9")
+    assert model.index.is_live("c9") and not model.index.is_live("i5")
     new_ranker = pipeline.ranker
     assert new_ranker is not None and new_ranker is not ranker
     assert new_ranker.trending is ranker.trending and new_ranker.covisit is ranker.covisit
