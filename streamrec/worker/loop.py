@@ -210,9 +210,7 @@ class Worker:
                 self.step()
             log.info("stopping: draining the outbox")
             self.relay.stop(self.settings.drain_timeout_ms / 1000)
-        finally:
-            if self.reloader is not None:
-                self.reloader.wait()
+        finally:  # a model being prepared is dropped with its daemon thread
             self._close_clients()
             if server is not None:
                 server.__exit__(None, None, None)

@@ -213,8 +213,8 @@ class ModelReloader:
         self.serving = number
 
     def wait(self, timeout_s: float = 5.0) -> None:
-        """Wait for a preparation in progress, at most ``timeout_s`` (a daemon thread: a
-        worker stopping never waits longer)."""
+        """Wait for a preparation in progress, at most ``timeout_s`` (tests, benchmarks; a
+        stopping worker does not wait: the thread is a daemon and its result is dropped)."""
         if self._thread is not None:
             self._thread.join(timeout_s)
 
