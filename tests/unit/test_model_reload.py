@@ -198,3 +198,27 @@ def test_poll_prepares_a_new_version_and_the_swap_switches_the_pipeline(tmp_path
     assert reloader.poll(model) is None and reloader.wait() is None
     assert _failures(metrics, "load") == 1, "a refused version is not tried again"
     assert read_model_dir(version_path(repo, 2)).meta.version == pipeline.model_version
+
+
+def test_encoder_only_ranking_swaps_too(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    publish_tiny(repo, n_items=20, seed=1)
+    settings = _settings(repo, ranking="encoder", model_poll_interval_s=1, top_k=3)
+    clock = FakeClock(0.0)
+    served, _ = open_model(settings, Metrics())
+    ids = served.files.item_ids
+    pipeline = Pipeline(
+        settings, served.encoder, served.index, served.files.meta.version, trained=ids
+    )
+    publish_tiny(repo, n_items=25, seed=2)  # five more items
+    reloader = ModelReloader(settings, Metrics(), 1, clock=clock)
+    clock.advance(1)
+    reloader.poll(served)
+    reloader.wait()
+    prepared = reloader.poll(served)
+    assert prepared is not None
+    model = swap_model(prepared, served, pipeline, None, None)
+    assert pipeline.ranker is None and pipeline.index is model.index
+    write, stats = pipeline.process([_record(0, "e0", "u1", "i1")], MemoryStateReader(), {0: 1})
+    assert model.files.meta.version.encode() in write.messages[0].value
+    assert stats.slots[("encoder", "trained")] == 3, "the new model's items count as trained"
