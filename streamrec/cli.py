@@ -1,4 +1,5 @@
-"""Command line: ``streamrec broker | run | simulate | topics | demo | train | evaluate``.
+"""Command line: ``streamrec broker | run | publish | simulate | topics | demo | train |
+evaluate``.
 
 Settings come from ``config.load_settings``: flags override ``STREAMREC_*`` variables, which
 override the defaults. Errors of the streamrec tree become one clear line and exit code 2.
@@ -95,7 +96,8 @@ def _settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--model",
             "model_dir",
             type=click.Path(path_type=Path),
-            help="model directory [env STREAMREC_MODEL_DIR; default ./model]",
+            help="model directory, or a repository of numbered versions "
+            "[env STREAMREC_MODEL_DIR; default ./model]",
         ),
         click.option("--db-url", help="SQLAlchemy URL [env STREAMREC_DB_URL; default SQLite file]"),
         click.option("--group-id", help="consumer group [env STREAMREC_GROUP_ID]"),
@@ -150,6 +152,24 @@ def run(create_topics: bool, partitions: int, **overrides: Any) -> None:
         worker.run(stop, on_ready=announce)
     except StreamrecError as exc:
         raise _fail(exc) from None
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("repository", type=click.Path(file_okay=False, path_type=Path))
+def publish(model: Path, repository: Path) -> None:
+    """Copy the model directory MODEL into REPOSITORY as its next numbered version.
+
+    The manifest (the source's checksums) is written last: a worker following REPOSITORY
+    serves the version once it is complete, and refuses a copy that differs from MODEL.
+    """
+    from streamrec.ranking.repository import publish as publish_version
+
+    try:
+        number = publish_version(model, repository)
+    except StreamrecError as exc:
+        raise _fail(exc) from None
+    click.echo(json.dumps({"repository": str(repository), "version": number}))
 
 
 @cli.command()

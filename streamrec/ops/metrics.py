@@ -66,6 +66,7 @@ OUTCOMES = ("recommended", "duplicate", "dead_letter", "fenced")
 # what fills a recommended slot: a candidate source, an exploration slot or the encoder alone
 SLOT_SOURCES = ("ann", "trending", "covisit", "explore", "encoder")
 ITEM_KINDS = ("trained", "new")
+MODEL_REFUSAL_REASONS = ("checksum", "load", "dimension", "nan")  # model versions refused
 LAG_INTERVAL_S = 5.0
 # the loop must stay well inside max_poll_interval_ms while it asks for end offsets
 LAG_TIMEOUT_MS = 1000
@@ -198,12 +199,23 @@ class Metrics:
         )
         self.model_info = Info(
             "streamrec_model",
-            "The loaded model: version, dimension, max history length.",
+            "The served model: version, repository version, dimension, max history length.",
             registry=r,
         )
         self.model_load_seconds = Gauge(
             "streamrec_model_load_duration_seconds",
-            "Seconds it took to load the model and build the index.",
+            "Seconds it took to load the served model and build its index (at start or reload).",
+            registry=r,
+        )
+        self.model_reloads = Counter(
+            "streamrec_model_reloads_total",
+            "New model versions swapped in from the model repository.",
+            registry=r,
+        )
+        self.model_reload_failures = Counter(
+            "streamrec_model_reload_failures_total",
+            "Model versions refused, by reason (checksum, load, dimension, nan).",
+            ["reason"],
             registry=r,
         )
         self.index_compactions = Counter(
@@ -268,6 +280,8 @@ class Metrics:
             ["source", "item"],
             registry=r,
         )
+        for reason in MODEL_REFUSAL_REASONS:
+            self.model_reload_failures.labels(reason=reason)
         for stage in STAGES:
             self.stage_seconds.labels(stage=stage)
         for source in SLOT_SOURCES:

@@ -53,7 +53,14 @@ class Settings(BaseSettings):
 
     # Model, index, ranking (the ranking defaults were chosen on a validation window by
     # benchmarks/tune.py: BENCHMARKS.md; tests/docs/test_tuning.py keeps them in step)
-    model_dir: Path = Field(Path("model"), description="directory written by `streamrec train`")
+    model_dir: Path = Field(
+        Path("model"),
+        description="model directory written by `streamrec train`, or a repository of "
+        "numbered versions (the highest complete one is served and newer ones are followed)",
+    )
+    model_poll_interval_s: float = Field(
+        30.0, ge=0, description="how often a model repository is checked for a newer version"
+    )
     top_k: int = Field(10, ge=1, le=1000, description="items per recommendation")
     encoder_threads: int = Field(1, ge=1, description="onnxruntime intra-op threads")
     hnsw_m: int = Field(16, ge=2, description="hnswlib M (graph degree)")

@@ -232,6 +232,18 @@ class ItemIndex:
                     self._graph.mark_deleted(label)
         self._set_live(label, available)
 
+    def reserve(self, extra: int) -> None:
+        """Make room for ``extra`` more items, so that adding them does not grow the graph
+        (growing copies it: call this where a pause does not matter, e.g. off the loop)."""
+        want = len(self._ids) + extra
+        if want > self._graph.get_max_elements():
+            self._graph.resize_index(want)
+        if want > len(self._vectors):
+            pad = want - len(self._vectors)
+            self._vectors = np.vstack([self._vectors, np.zeros((pad, self.dim), np.float32)])
+            self._live = np.concatenate([self._live, np.zeros(pad, dtype=bool)])
+            self._in_graph = np.concatenate([self._in_graph, np.zeros(pad, dtype=bool)])
+
     def live_count(self, exclude: AbstractSet[str] = frozenset()) -> int:
         """Live items not in ``exclude`` (a set: each excluded id is subtracted once)."""
         return self.size - sum(1 for i in exclude if self.is_live(i))

@@ -6,6 +6,8 @@ A model directory holds::
     encoder.onnx       the sequence encoder (fp32); optionally encoder.int8.onnx
     item_vectors.npy   float32 [num_items, dim], row i is the vector of item_ids[i]
     item_ids.json      JSON list of item id strings (opaque ids, as on the topics)
+    manifest.json      written last: the SHA-256 and size of every other file (a directory
+                       without one is read as before; one whose files differ is refused)
 
 The encoder's ONNX signature (dynamic batch B and history length T <= max_len)::
 
@@ -18,6 +20,11 @@ The score of item i for a user is ``user @ item_vectors[i]`` (inner product, hig
 better). Because the encoder takes vectors rather than ids, an item added to the catalog
 after training can appear in histories as soon as it has a vector.
 
+A directory is complete once ``manifest.json`` exists: it is written last, atomically (a
+temporary file renamed), so a reader that sees it sees every file it names; ``verify_manifest``
+checks that they still hold what was written. A model repository (``ranking/repository.py``)
+serves only complete versions.
+
 This module is pure (numpy + json), importable without torch or onnxruntime.
 """
 
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +47,8 @@ ENCODER_FILE = "encoder.onnx"
 ENCODER_INT8_FILE = "encoder.int8.onnx"
 VECTORS_FILE = "item_vectors.npy"
 IDS_FILE = "item_ids.json"
+MANIFEST_FILE = "manifest.json"
+MODEL_FILES = (META_FILE, ENCODER_FILE, ENCODER_INT8_FILE, VECTORS_FILE, IDS_FILE)
 INPUT_HISTORY = "history"
 INPUT_MASK = "mask"
 OUTPUT_USER = "user"
@@ -112,22 +122,91 @@ def write_model_dir(
         num_items=len(item_ids),
         extra=dict(extra or {}),
     )
+    # an old manifest would vouch for files about to change: the directory is incomplete
+    # until the new one is written, last
+    (out / MANIFEST_FILE).unlink(missing_ok=True)
     (out / ENCODER_FILE).write_bytes(onnx_bytes)
     if int8_onnx_bytes is not None:
         (out / ENCODER_INT8_FILE).write_bytes(int8_onnx_bytes)
     np.save(out / VECTORS_FILE, vectors)
     (out / IDS_FILE).write_text(json.dumps(item_ids))
     (out / META_FILE).write_text(json.dumps(asdict(meta), indent=2, sort_keys=True))
+    write_manifest(out)
     return meta
 
 
-def read_model_dir(path: str | Path) -> ModelFiles:
-    """Read and validate a model directory.
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
-    Raises:
-        ModelError: a file is missing or the files disagree with each other.
+
+def checksums(path: str | Path) -> dict[str, dict[str, Any]]:
+    """``{file: {"sha256": ..., "bytes": ...}}`` of the model files present in ``path``."""
+    root = Path(path)
+    return {
+        name: {"sha256": file_sha256(root / name), "bytes": (root / name).stat().st_size}
+        for name in MODEL_FILES
+        if (root / name).is_file()
+    }
+
+
+def write_manifest(path: str | Path, files: dict[str, dict[str, Any]] | None = None) -> None:
+    """Write ``manifest.json`` (last, atomically): the checksums of the directory's files.
+
+    Args:
+        path: the model directory, every other file already written.
+        files: checksums to record (default: computed now from the files); ``publish`` passes
+            the source's, so that a copy that differs from its source is refused.
     """
     root = Path(path)
+    listed = checksums(root) if files is None else files
+    if META_FILE not in listed or ENCODER_FILE not in listed:
+        raise ModelError(f"model directory {root} has no {META_FILE} or {ENCODER_FILE}")
+    body = {"format_version": FORMAT_VERSION, "files": listed}
+    tmp = root / (MANIFEST_FILE + ".tmp")
+    with tmp.open("w") as f:
+        f.write(json.dumps(body, indent=2, sort_keys=True))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, root / MANIFEST_FILE)
+
+
+def verify_manifest(path: str | Path) -> None:
+    """Check every file ``manifest.json`` lists against its size and SHA-256.
+
+    Raises:
+        ModelError: no manifest, an unreadable one, a listed file missing, or a mismatch.
+    """
+    root = Path(path)
+    try:
+        body = json.loads((root / MANIFEST_FILE).read_text())
+        listed = body["files"]
+        items = [(str(n), str(f["sha256"]), int(f["bytes"])) for n, f in listed.items()]
+    except FileNotFoundError:
+        raise ModelError(f"model directory {root} has no {MANIFEST_FILE} (incomplete)") from None
+    except (ValueError, TypeError, KeyError, AttributeError, OSError) as exc:
+        raise ModelError(f"{root / MANIFEST_FILE} is unreadable: {exc}") from exc
+    for name, sha, size in items:
+        file = root / name
+        if name not in MODEL_FILES or not file.is_file():
+            raise ModelError(f"model directory {root}: {name} listed in the manifest is missing")
+        if file.stat().st_size != size or file_sha256(file) != sha:
+            raise ModelError(f"model directory {root}: checksum mismatch in {name}")
+
+
+def read_model_dir(path: str | Path) -> ModelFiles:
+    """Read and validate a model directory (its manifest's checksums first, when it has one).
+
+    Raises:
+        ModelError: a file is missing, differs from the manifest, or the files disagree.
+    """
+    root = Path(path)
+    if (root / MANIFEST_FILE).is_file():
+        verify_manifest(root)
     for name in (META_FILE, ENCODER_FILE, VECTORS_FILE, IDS_FILE):
         if not (root / name).is_file():
             raise ModelError(

@@ -200,6 +200,23 @@ class Ranker:
         self._covisit_labels = np.zeros(0, dtype=np.int64)
         self._covisit_index_labels = index.n_labels  # index size at the last lookup
 
+    def with_model(self, encoder: Encoder, index: ItemIndex, trained: Sequence[str]) -> Ranker:
+        """A ranker for another model (its encoder, index and trained items) that shares this
+        one's stream state: trending, co-visitation and the offsets counted (none of them
+        depends on the model). New items start without evidence vectors in the new index:
+        each gets one at its next event (``coldstart``), catalog content vectors are dropped
+        (they are in the old model's space; ``streamrec.ranking.reembed``). Use one or the
+        other afterwards, never both."""
+        other = Ranker(encoder, index, self.config, trained)
+        other.trending = self.trending
+        other.covisit = self.covisit
+        other._next_offsets = self._next_offsets
+        cfg = self.config
+        other.new_items = NewItemVectors(
+            index, trained, self.covisit, cfg.content_weight, prior=cfg.new_item_prior
+        )
+        return other
+
     # -- state ---------------------------------------------------------------------------
     def observe(
         self, event: Event, partition: int | None = None, offset: int | None = None

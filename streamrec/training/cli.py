@@ -66,6 +66,12 @@ def _fail(exc: Exception) -> click.ClickException:
     "only help on idle cores: with other busy processes they slow training down a lot.",
 )
 @click.option("--int8", is_flag=True, help="Also write encoder.int8.onnx.")
+@click.option(
+    "--repository",
+    is_flag=True,
+    help="--out is a model repository: write the model as its next numbered version "
+    "(OUT/1, OUT/2, ...), its manifest last; workers following OUT swap it in.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(
     data_path: str,
@@ -77,6 +83,7 @@ def train(
     dim: int,
     threads: int,
     int8: bool,
+    repository: bool,
     quiet: bool,
 ) -> None:
     """Train the sequence encoder on CPU and write a model directory.
@@ -95,7 +102,7 @@ def train(
         progress=not quiet,
     )
     try:
-        summary = train_file(data_path, out_dir, config, int8=int8)
+        summary = train_file(data_path, out_dir, config, int8=int8, repository=repository)
     except (StreamrecError, ValueError) as exc:
         raise _fail(exc) from exc
     click.echo(json.dumps(summary, sort_keys=True))

@@ -347,27 +347,47 @@ def _train(
 
 
 def train_file(
-    data: str | Path, out: str | Path, config: TrainConfig, int8: bool = False
+    data: str | Path,
+    out: str | Path,
+    config: TrainConfig,
+    int8: bool = False,
+    repository: bool = False,
 ) -> dict[str, Any]:
     """Read ``data``, train, export to ``out`` (with the parity check) and summarise.
 
+    Args:
+        data: the interactions file.
+        out: the model directory to write, or with ``repository`` a model repository: the
+            model is written as its next numbered version (``ranking/repository.py``), its
+            manifest last, so a worker following the repository serves it once complete.
+        config: training settings.
+        int8: also write ``encoder.int8.onnx``.
+        repository: ``out`` is a model repository.
+
     Returns:
-        JSON-able summary: ``version``, ``out``, ``items``, ``users`` and the training facts.
+        JSON-able summary: ``version``, ``out``, ``items``, ``users`` and the training facts
+        (and ``repository_version`` with ``repository``).
 
     Raises:
         DataError: the data file is unreadable or malformed.
         ModelError: the ONNX export failed its parity check.
     """
+    from streamrec.ranking.repository import claim_next_version
     from streamrec.training.export import export_model_dir
 
     sequences = read_sequences(data)
     result = train(sequences, config)
     facts = {"data": str(data), **result.facts()}
+    number = None
+    if repository:  # claimed only now: a failed training leaves no empty version behind
+        number, out = claim_next_version(out)
     meta = export_model_dir(result.model, result.item_ids, out, extra=facts, int8=int8)
+    extra = {} if number is None else {"repository_version": number}
     return {
         "version": meta.version,
         "out": str(out),
         "items": meta.num_items,
         "users": len(sequences),
+        **extra,
         **{k: v for k, v in facts.items() if k not in ("train_config", "curve")},
     }

@@ -84,6 +84,11 @@ class CatalogFollower:
         self.partitions = self._assign(start_offsets)
         self._check_due = 0.0
 
+    def use_index(self, index: ItemIndex, on_op: Callable[[CatalogOp], None] | None) -> None:
+        """Apply the following records to another index (a model reload swapped it in)."""
+        self.index = index
+        self.on_op = on_op
+
     def _assign(self, start_offsets: Mapping[int, int] | None) -> list[TopicPartition]:
         topic = self.settings.items_topic
         deadline = time.monotonic() + 10

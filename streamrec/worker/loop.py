@@ -56,7 +56,8 @@ from streamrec.worker.catalog import CatalogFollower
 from streamrec.worker.health import Health, OutputView
 from streamrec.worker.partitions import Partitions
 from streamrec.worker.relay import OutboxRelay
-from streamrec.worker.serving import ServingModel, load_serving_model, make_ranker
+from streamrec.worker.reload import open_model, report_model, swap_model
+from streamrec.worker.serving import ServingModel, make_ranker
 from streamrec.worker.snapshots import (
     IndexUpkeep,
     catalog_offsets,
@@ -105,7 +106,8 @@ class Worker:
     Args:
         settings: the frozen settings.
         metrics: metrics object (a fresh registry by default).
-        model: a loaded model (loaded from ``settings.model_dir`` by default).
+        model: a loaded model (by default loaded from ``settings.model_dir``: a model
+            directory, or a repository whose newer versions are then swapped in as they appear).
         clock: seconds since the epoch.
     """
 
@@ -119,15 +121,13 @@ class Worker:
         self.settings = settings
         self.metrics = metrics or Metrics(clock=clock)
         self.clock = clock
-        start = time.perf_counter()
-        self.model = model or load_serving_model(
-            settings, snapshot=lambda files: load_at_start(settings, files, self.metrics)
+        self.model, self.reloader = open_model(
+            settings,
+            self.metrics,
+            model,
+            snapshot=lambda files: load_at_start(settings, files, self.metrics),
         )
-        self.metrics.model_load_seconds.set(time.perf_counter() - start)
         meta = self.model.files.meta
-        self.metrics.model_info.info(
-            {"version": meta.version, "dim": str(meta.dim), "max_len": str(meta.max_len)}
-        )
         self.pipeline = Pipeline(
             settings,
             self.model.encoder,
@@ -140,9 +140,8 @@ class Worker:
             trained=self.model.files.item_ids,
         )
         self.metrics.bind_index(lambda: self.model.index)
-        ranker = self.pipeline.ranker
-        if ranker is not None:
-            self.metrics.bind_new_items(lambda: ranker.new_items.searchable)
+        if self.pipeline.ranker is not None:
+            self.metrics.bind_new_items(self._new_items_searchable)
         self.store = Store(settings.db_url, settings.group_id, settings.db_timeout_ms)
         self.partitions = Partitions(
             settings.events_topic,
@@ -169,6 +168,26 @@ class Worker:
         self.consumer: KafkaConsumer | None = None
         self.catalog: CatalogFollower | None = None
         self.upkeep: IndexUpkeep | None = None
+
+    def _new_items_searchable(self) -> int:
+        ranker = self.pipeline.ranker  # the one served now (a reload replaces it)
+        return ranker.new_items.searchable if ranker is not None else 0
+
+    def _reload(self) -> None:
+        """Swap in a newer model version once one is prepared (``streamrec.worker.reload``)."""
+        if self.reloader is None:
+            return
+        prepared = self.reloader.poll(self.model)
+        if prepared is None or prepared.model.number is None:
+            return
+        self.model = swap_model(
+            prepared, self.model, self.pipeline, self.catalog, self.partitions.state_restore
+        )
+        self.reloader.swapped(prepared.model.number)
+        if self.upkeep is not None:  # compaction and snapshots follow the new index
+            self.upkeep.swap_model(self.model, self.pipeline.ranker)
+        report_model(self.metrics, self.model, prepared.seconds)
+        self.metrics.model_reloads.inc()
 
     @property
     def generations(self) -> dict[int, int]:
@@ -208,7 +227,7 @@ class Worker:
             self.relay.stop(self.settings.drain_timeout_ms / 1000)
             if self.upkeep is not None:
                 self.upkeep.close()
-        finally:
+        finally:  # a model being prepared is dropped with its daemon thread
             self._close_clients()
             if server is not None:
                 server.__exit__(None, None, None)
@@ -334,6 +353,7 @@ class Worker:
             self.health.broker_failed(f"catalog poll: {type(exc).__name__}")
         if self.upkeep is not None:
             self.upkeep.tick()  # between two batches: compaction swaps, snapshots
+        self._reload()  # between two batches: a batch is ranked by one model only
         try:
             if self._paused_for_store:
                 self._maybe_resume()

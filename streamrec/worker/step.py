@@ -121,6 +121,23 @@ class Pipeline:
         self.clock = clock
         self.max_len = min(settings.history_max_len, max(encoder.max_len, 1))
 
+    def use_model(
+        self,
+        encoder: Encoder,
+        index: ItemIndex,
+        model_version: str,
+        ranker: Ranker | None,
+        trained: Collection[str] | None = None,
+    ) -> None:
+        """Rank the following batches with another model (``streamrec.worker.reload``); the
+        arguments are the constructor's."""
+        self.encoder = encoder
+        self.index = index
+        self.model_version = model_version
+        self.ranker = ranker
+        self._trained = frozenset(trained) if trained is not None and ranker is None else None
+        self.max_len = min(self.settings.history_max_len, max(encoder.max_len, 1))
+
     def process(
         self, records: Sequence[Record], store: StateReader, generations: dict[int, int]
     ) -> tuple[BatchWrite, BatchStats]:

@@ -67,6 +67,24 @@ def test_train_then_evaluate(data_file: Path, tmp_path: Path) -> None:
     assert json.loads(evaluated.output)["protocol"]["split"] == "valid"
 
 
+def test_train_into_a_repository_publishes_numbered_versions(
+    data_file: Path, tmp_path: Path
+) -> None:
+    require_module("torch")
+    from streamrec.ranking.repository import complete_versions, highest_complete
+
+    repo = tmp_path / "models"
+    args = ["--data", str(data_file), "--out", str(repo), "--repository", "--epochs", "1"]
+    args += ["--max-len", "8", "--dim", "8", "--quiet"]
+    for expected in (1, 2):
+        result = CliRunner().invoke(train, args)
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.output)
+        assert summary["repository_version"] == expected
+        assert summary["out"] == str(repo / str(expected))
+    assert complete_versions(repo) == [2, 1] and highest_complete(repo) == (2, [])
+
+
 def test_serving_side_modules_do_not_import_torch(tiny_model_dir: Path, data_file: Path) -> None:
     code = (
         "import sys\n"

@@ -88,9 +88,10 @@ def test_export_fails_loudly_when_onnx_disagrees(
 
 
 def test_model_dir_contents(tiny_model_dir: Path) -> None:
-    from streamrec.ranking.modelfiles import read_model_dir
+    from streamrec.ranking.modelfiles import read_model_dir, verify_manifest
 
     files = read_model_dir(tiny_model_dir)
+    verify_manifest(tiny_model_dir)  # written last, covering the int8 encoder too
     assert files.meta.max_len == TINY["max_len"] and files.meta.dim == TINY["dim"]
     assert files.meta.extra["onnx_max_abs_diff"] <= 1e-4
     assert files.encoder_path(int8=True).is_file()

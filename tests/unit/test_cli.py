@@ -30,6 +30,35 @@ def test_missing_model_directory_is_a_clear_error(tmp_path: Path) -> None:
     assert "ModelError" in result.output and "streamrec train" in result.output
 
 
+def test_an_empty_model_repository_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    result = CliRunner().invoke(
+        cli, ["run", "--model", str(tmp_path / "models"), "--metrics-port", "0"]
+    )
+    assert result.exit_code == 1
+    assert "no complete version" in result.output and "--repository" in result.output
+
+
+def test_publish_copies_a_model_directory_as_the_next_version(tmp_path: Path) -> None:
+    from tiny_models import write_tiny_model
+
+    from streamrec.ranking.repository import highest_complete
+
+    write_tiny_model(tmp_path / "m")
+    runner = CliRunner()
+    for expected in (1, 2):
+        result = runner.invoke(cli, ["publish", str(tmp_path / "m"), str(tmp_path / "repo")])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output) == {
+            "repository": str(tmp_path / "repo"),
+            "version": expected,
+        }
+    assert highest_complete(tmp_path / "repo") == (2, [])
+    (tmp_path / "empty").mkdir()
+    bad = runner.invoke(cli, ["publish", str(tmp_path / "empty"), str(tmp_path / "repo")])
+    assert bad.exit_code == 1 and "not a model directory" in bad.output
+
+
 def test_simulate_is_deterministic_and_valid(tmp_path: Path) -> None:
     runner = CliRunner()
     for name in ("a.jsonl", "b.jsonl"):

@@ -300,3 +300,15 @@ def test_a_batch_with_distances_tied_across_its_cuts_still_matches_single_querie
     skips = [{f"i{m}" for m in range(n)} for n in (0, 3, 9, 20, 31)]  # fetch 5, 8, .. 36
     queries = np.repeat(top[None, :], len(skips), axis=0)
     assert index.search(queries, 5, skips) == _one_by_one(index, queries, 5, skips)
+
+
+def test_reserve_makes_room_without_changing_results() -> None:
+    index = random_index(50, 8, seed=4)
+    before = index.search(np.ones((1, 8), np.float32), 5)
+    index.reserve(100)
+    assert index.n_labels == 50 and index.size == 50
+    assert index.search(np.ones((1, 8), np.float32), 5) == before
+    for n in range(100):  # within the room: the graph is not grown again
+        index.upsert(f"new{n}", [5.0 if n == 0 else 0.0] * 8, True)
+    assert index.size == 150 and index.is_live("new99")
+    assert index.search(np.ones((1, 8), np.float32), 1)[0][0][0] == "new0"

@@ -59,7 +59,9 @@ def test_a_snapshot_is_written_when_due_and_at_close_then_loaded_back(tmp_path: 
     snap = load_at_start(settings, model.files, loaded_metrics)
     assert snap is not None and snap.offsets == {"0": 17}
     assert _sample(loaded_metrics, "streamrec_index_snapshot_load_duration_seconds") > 0
-    again = make_ranker(settings, ServingModel(model.files, model.encoder, snap.index, snap))
+    again = make_ranker(
+        settings, ServingModel(model.files, model.encoder, snap.index, snapshot=snap)
+    )
     assert again is not None
     assert again.new_items.searchable == ranker.new_items.searchable == 1
     assert again.new_items.saved_state()[1] == ["fresh"]
