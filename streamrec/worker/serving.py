@@ -65,12 +65,15 @@ class ServingModel:
         return version if self.number is None else f"version {self.number} ({version})"
 
 
-def build_index(settings: Settings, files: ModelFiles) -> ItemIndex:
-    """The HNSW index of the model's items (no catalog applied yet)."""
+def build_index(
+    settings: Settings, files: ModelFiles, catalog: CatalogSnapshot | None = None
+) -> ItemIndex:
+    """The HNSW index of the model's items, plus ``catalog``'s items re-embedded (None: the
+    model's items only, no catalog applied yet)."""
     return reembed(
         files.item_ids,
         files.item_vectors,
-        None,
+        catalog,
         m=settings.hnsw_m,
         ef_construction=settings.hnsw_ef_construction,
         ef_search=settings.hnsw_ef_search,
@@ -175,15 +178,7 @@ def prepare_version(
     snap = snapshot(files) if snapshot is not None and catalog is None else None
     if snap is not None:
         return ServingModel(files, encoder, snap.index, number=number, snapshot=snap)
-    index = reembed(
-        files.item_ids,
-        files.item_vectors,
-        catalog,
-        m=settings.hnsw_m,
-        ef_construction=settings.hnsw_ef_construction,
-        ef_search=settings.hnsw_ef_search,
-    )
-    return ServingModel(files=files, encoder=encoder, index=index, number=number)
+    return ServingModel(files, encoder, build_index(settings, files, catalog), number=number)
 
 
 def probe(files: ModelFiles, encoder: Encoder, seed: int = 0) -> None:
