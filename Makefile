@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch is pinned to the CPU build (==2.13.0) in pyproject.toml; never let a range pull CUDA.
 EXTRAS := train,dev,bench
 
-.PHONY: faults install demo test lint typecheck unit integration bench quality tune replay new-items snapshot-bench \
+.PHONY: faults install demo test lint typecheck unit integration bench train-bench quality tune replay new-items snapshot-bench \
 	clean prometheus
 
 $(BIN)/python:
@@ -58,6 +58,12 @@ unit: install
 BENCH_ARGS ?=
 bench: install
 	$(BIN)/python benchmarks/throughput.py $(BENCH_ARGS)
+
+# issue 18: training seconds per epoch vs catalog size (1,682 to 1,000,000 items), the old
+# full-softmax epoch, time to early stop at 25,000 items, ML-100k quality per loss (~45 min)
+TRAIN_BENCH_ARGS ?=
+train-bench: install
+	$(BIN)/python benchmarks/train_bench.py $(TRAIN_BENCH_ARGS)
 
 quality: install
 	$(BIN)/python benchmarks/quality.py

@@ -7,8 +7,10 @@ learn and a popularity-only model is beaten. Each measurement runs in its own pr
 is that process's), one at a time:
 
 * ``curve``: one epoch (training only, no validation) per loss and catalog size;
-* ``threads`` / ``batch``: one epoch at 25,000 items with 1 and 2 threads, and batch 64/128/256;
-* ``stop``: 30,000 users x 25,000 items x 300,000 events trained to early stop (holdout 2);
+* ``threads``: one epoch at 25,000 items with 1 and 2 threads;
+* ``old``: one epoch at 25,000 items as before issue 18 (full softmax, every user validated);
+* ``stop``: 30,000 users x 25,000 items x 300,000 events trained to early stop (holdout 2),
+  batch 64 and 256;
 * ``ml100k``: ML-100k leave-one-out per loss (test NDCG@10 with 100 negatives and the whole
   catalog), as ``make quality`` measures it.
 
@@ -19,6 +21,7 @@ Results: ``benchmarks/TRAINING.md`` (assembled into BENCHMARKS.md), ``benchmarks
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -85,8 +88,6 @@ def _sequences(data: str) -> tuple[dict[str, list[str]], list[str]]:
 
 def _one(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one measurement in this process; returns its row."""
-    import torch
-
     from streamrec.training.evaluate import build_cases, evaluate_scorer
     from streamrec.training.train import TrainConfig, _torch_scorer, train
 
@@ -108,7 +109,6 @@ def _one(spec: dict[str, Any]) -> dict[str, Any]:
         "loss": result.loss.kind,
         "negatives": result.loss.negatives,
         "valid": result.valid or {k: v for k, v in result.history[-1].items() if "@" in k},
-        "torch_threads": torch.get_num_threads(),
     }
     if spec.get("test"):
         index = {item: i + 1 for i, item in enumerate(result.item_ids)}
@@ -118,6 +118,7 @@ def _one(spec: dict[str, Any]) -> dict[str, Any]:
             metrics = evaluate_scorer(scorer, cases)
             row[name] = {k: round(v, 4) for k, v in metrics.items() if k in ("hr@10", "ndcg@10")}
     row["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    row["load_after"] = round(os.getloadavg()[0], 2)
     return row
 
 
@@ -152,16 +153,16 @@ def _plan(parts: set[str], data: str, threads: int) -> list[dict[str, Any]]:
     if "threads" in parts:
         for t in (1, 2):
             specs.append({"part": "threads", "data": shop25, "config": {**epoch, "threads": t}})
-    if "batch" in parts:
-        for b in (64, 128, 256):
-            specs.append({"part": "batch", "data": shop25, "config": {**epoch, "batch_size": b}})
+    if "old" in parts:  # before issue 18: full softmax, every user validated each epoch
+        old = {"holdout": 2, "epochs": 1, "loss": "full", "valid_users": 10**9}
+        specs.append({"part": "old", "data": shop25, "config": {**old, "threads": threads}})
     if "stop" in parts:
-        for loss in ("sampled", "full"):
+        for batch in (64, 256):
             specs.append(
                 {
                     "part": "stop",
                     "data": shop25,
-                    "config": {"holdout": 2, "threads": threads, "loss": loss},
+                    "config": {"holdout": 2, "threads": threads, "batch_size": batch},
                     "test": True,
                 }
             )
@@ -182,11 +183,11 @@ def _plan(parts: set[str], data: str, threads: int) -> list[dict[str, Any]]:
 @click.option("--data", default=ML100K_ARG, show_default=True, help="ML-100k u.data")
 @click.option(
     "--parts",
-    default="curve,threads,batch,stop,ml100k",
+    default="curve,threads,old,stop,ml100k",
     show_default=True,
-    help="comma-separated: curve, threads, batch, stop, ml100k",
+    help="comma-separated: curve, threads, old, stop, ml100k",
 )
-@click.option("--threads", default=2, show_default=True, type=int)
+@click.option("--threads", default=1, show_default=True, type=int)
 @click.option("--rows", "rows_file", default=str(HERE / "train_bench.json"), show_default=True)
 @click.option("--one", default=None, hidden=True, help="run one spec (JSON) and print its row")
 def main(data: str, parts: str, threads: int, rows_file: str, one: str | None) -> None:

@@ -65,6 +65,28 @@ def _fail(exc: Exception) -> click.ClickException:
     help="torch threads. Results are deterministic per seed and thread count. More threads "
     "only help on idle cores: with other busy processes they slow training down a lot.",
 )
+@click.option(
+    "--loss",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "full", "sampled"]),
+    help="full softmax over the catalog, or a sampled softmax over --negatives shared "
+    "negatives; auto: full up to 10,000 items, sampled above.",
+)
+@click.option(
+    "--negatives",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Negatives per batch of the sampled softmax.",
+)
+@click.option(
+    "--catalog",
+    "catalog_path",
+    default=None,
+    type=click.Path(dir_okay=False, exists=True),
+    help="A file of item ids (one per line) to embed besides the items in --data.",
+)
 @click.option("--int8", is_flag=True, help="Also write encoder.int8.onnx.")
 @click.option(
     "--repository",
@@ -82,6 +104,9 @@ def train(
     max_len: int,
     dim: int,
     threads: int,
+    loss: str,
+    negatives: int,
+    catalog_path: str | None,
     int8: bool,
     repository: bool,
     quiet: bool,
@@ -99,13 +124,26 @@ def train(
         max_len=max_len,
         dim=dim,
         threads=threads,
+        loss=loss,
+        sampled_negatives=negatives,
         progress=not quiet,
     )
     try:
-        summary = train_file(data_path, out_dir, config, int8=int8, repository=repository)
+        catalog = _read_catalog(catalog_path) if catalog_path else ()
+        summary = train_file(
+            data_path, out_dir, config, int8=int8, repository=repository, catalog=catalog
+        )
     except (StreamrecError, ValueError) as exc:
         raise _fail(exc) from exc
     click.echo(json.dumps(summary, sort_keys=True))
+
+
+def _read_catalog(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return [line.strip() for line in fh if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"cannot read the catalog file {path}: {exc}") from exc
 
 
 @click.command("evaluate")

@@ -352,6 +352,7 @@ def train_file(
     config: TrainConfig,
     int8: bool = False,
     repository: bool = False,
+    catalog: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Read ``data``, train, export to ``out`` (with the parity check) and summarise.
 
@@ -363,6 +364,7 @@ def train_file(
         config: training settings.
         int8: also write ``encoder.int8.onnx``.
         repository: ``out`` is a model repository.
+        catalog: item ids to embed besides those in ``data`` (see :func:`train`).
 
     Returns:
         JSON-able summary: ``version``, ``out``, ``items``, ``users`` and the training facts
@@ -376,7 +378,7 @@ def train_file(
     from streamrec.training.export import export_model_dir
 
     sequences = read_sequences(data)
-    result = train(sequences, config)
+    result = train(sequences, config, catalog)
     facts = {"data": str(data), **result.facts()}
     number = None
     if repository:  # claimed only now: a failed training leaves no empty version behind

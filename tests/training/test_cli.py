@@ -98,3 +98,19 @@ def test_serving_side_modules_do_not_import_torch(tiny_model_dir: Path, data_fil
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_train_with_the_sampled_loss_and_a_catalog(data_file: Path, tmp_path: Path) -> None:
+    require_module("torch")
+    catalog = tmp_path / "catalog.txt"
+    catalog.write_text("".join(f"shelf-{n}\n" for n in range(30)))
+    out = tmp_path / "model"
+    args = ["--data", str(data_file), "--out", str(out), "--epochs", "2", "--quiet"]
+    args += ["--max-len", "8", "--dim", "16", "--loss", "sampled", "--negatives", "7"]
+    result = CliRunner().invoke(train, [*args, "--catalog", str(catalog)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["items"] == 20 + 30  # every catalog item has a row
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["extra"]["loss"] == {"kind": "sampled", "negatives": 7}
+    missing = CliRunner().invoke(train, [*args, "--catalog", str(tmp_path / "none.txt")])
+    assert missing.exit_code == 2 and "none.txt" in missing.output
