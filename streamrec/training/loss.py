@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,7 +86,7 @@ def full_softmax(h: torch.Tensor, y: torch.Tensor, table: torch.Tensor) -> torch
 def negative_logits(
     h: torch.Tensor,
     y: torch.Tensor,
-    table: torch.Tensor,
+    neg_vectors: torch.Tensor,
     negs: torch.Tensor,
     sampler: NegativeSampler,
 ) -> torch.Tensor:
@@ -95,7 +96,7 @@ def negative_logits(
     every item but the position's target (importance sampling): what the full softmax normalises
     by, whatever the draw's skew.
     """
-    neg = h @ table[negs].T
+    neg = h @ neg_vectors.T
     if not sampler.uniform:
         neg = neg - sampler.log_q[negs].unsqueeze(0)
     return neg.masked_fill(negs.unsqueeze(0) == y.unsqueeze(1), float("-inf"))
@@ -104,16 +105,18 @@ def negative_logits(
 def sampled_softmax(
     h: torch.Tensor,
     y: torch.Tensor,
-    table: torch.Tensor,
+    rows: Callable[[torch.Tensor], torch.Tensor],
     negs: torch.Tensor,
     sampler: NegativeSampler,
 ) -> torch.Tensor:
     """Mean cross-entropy over [positive, shared negatives], logits corrected by ``-log q``.
 
-    With uniform negatives the correction is one constant for every logit and is skipped.
+    ``rows`` maps 0-based item rows to their vectors (the model's table, read so that only the
+    rows used get a gradient). With uniform negatives the correction is one constant for every
+    logit and is skipped.
     """
-    pos = (h * table[y]).sum(-1, keepdim=True)
+    pos = (h * rows(y)).sum(-1, keepdim=True)
     if not sampler.uniform:
         pos = pos - sampler.log_q[y].unsqueeze(1)
-    logits = torch.cat([pos, negative_logits(h, y, table, negs, sampler)], dim=1)
+    logits = torch.cat([pos, negative_logits(h, y, rows(negs), negs, sampler)], dim=1)
     return F.cross_entropy(logits, torch.zeros_like(y))

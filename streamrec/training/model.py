@@ -85,13 +85,15 @@ class SASRec(nn.Module):
     """Causal self-attention sequence encoder with a shared item table.
 
     Row 0 of ``item_emb`` is padding (always zero); item ``i`` (1-based) is row ``i``.
+    ``sparse``: the item table gets sparse gradients (only the rows a step touched), for large
+    catalogs trained with a sampled softmax (``torch.optim.SparseAdam`` updates them).
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, sparse: bool = False) -> None:
         super().__init__()
         self.config = config
         dim = config.dim
-        self.item_emb = nn.Embedding(config.num_items + 1, dim, padding_idx=0)
+        self.item_emb = nn.Embedding(config.num_items + 1, dim, padding_idx=0, sparse=sparse)
         self.pos_emb = nn.Embedding(config.max_len, dim)
         self.emb_drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(
@@ -113,6 +115,10 @@ class SASRec(nn.Module):
     def item_vectors(self) -> torch.Tensor:
         """The catalogue's vectors [num_items, dim] (padding row excluded)."""
         return self.item_emb.weight[1:]
+
+    def rows(self, items: torch.Tensor) -> torch.Tensor:
+        """Vectors of 0-based item rows (through the embedding: sparse gradients if sparse)."""
+        return self.item_emb(items + 1)
 
     def encode(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Hidden states at every position.

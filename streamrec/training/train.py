@@ -174,10 +174,9 @@ def _loss(
     hidden = model(inputs)
     real = targets > 0
     h, y = hidden[real], targets[real] - 1  # y: 0-based item rows
-    table = model.item_vectors()
     if plan.kind == "full" or sampler is None:
-        return full_softmax(h, y, table)
-    return sampled_softmax(h, y, table, sampler.draw(plan.negatives), sampler)
+        return full_softmax(h, y, model.item_vectors())
+    return sampled_softmax(h, y, model.rows, sampler.draw(plan.negatives), sampler)
 
 
 def _item_counts(windows: list[np.ndarray], num_items: int) -> np.ndarray:
@@ -204,15 +203,34 @@ def _torch_scorer(model: SASRec, index: dict[str, int], max_len: int) -> Any:
     return score
 
 
-def _param_groups(model: SASRec, weight_decay: float) -> list[dict[str, Any]]:
+def _param_groups(
+    model: SASRec, weight_decay: float, skip: tuple[torch.Tensor, ...] = ()
+) -> list[dict[str, Any]]:
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []
     for name, param in model.named_parameters():
+        if any(param is s for s in skip):
+            continue
         (no_decay if param.dim() < 2 or "norm" in name else decay).append(param)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+
+
+def _optimizers(model: SASRec, config: TrainConfig, sparse: bool) -> list[torch.optim.Optimizer]:
+    """AdamW (decoupled weight decay, not on biases and norms); with a sparse item table, the
+    table's touched rows are updated by SparseAdam instead (no weight decay on it): a dense
+    AdamW step would read and write every row of a 1,000,000-item table at every step."""
+    betas = (0.9, 0.98)
+    if not sparse:
+        return [
+            torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr, betas=betas)
+        ]
+    table = model.item_emb.weight
+    groups = _param_groups(model, config.weight_decay, (table,))
+    dense = torch.optim.AdamW(groups, lr=config.lr, betas=betas)
+    return [dense, torch.optim.SparseAdam([table], lr=config.lr, betas=betas)]
 
 
 def _validate(model: SASRec, cases: EvalCases, index: dict[str, int], max_len: int) -> dict:
@@ -260,6 +278,9 @@ def _train(
     windows = _windows(training_sequences(sequences, config.holdout), index, config.max_len)
     if not windows:
         raise DataError("no user has two training events; nothing to learn")
+    plan = resolve_loss(
+        config.loss, len(item_ids), config.full_softmax_max_items, config.sampled_negatives
+    )
     model = SASRec(
         ModelConfig(
             num_items=len(item_ids),
@@ -268,14 +289,10 @@ def _train(
             blocks=config.blocks,
             heads=config.heads,
             dropout=config.dropout,
-        )
+        ),
+        sparse=plan.kind == "sampled",
     )
-    optimizer = torch.optim.AdamW(
-        _param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98)
-    )
-    plan = resolve_loss(
-        config.loss, len(item_ids), config.full_softmax_max_items, config.sampled_negatives
-    )
+    optimizers = _optimizers(model, config, sparse=plan.kind == "sampled")
     sampler = None
     if plan.kind == "sampled":
         generator = torch.Generator().manual_seed(config.seed)
@@ -302,9 +319,11 @@ def _train(
         total, steps, epoch_start = 0.0, 0, time.perf_counter()
         for batch in _batches(lengths, config.batch_size, rng):
             loss = _loss(model, [windows[i] for i in batch], plan, sampler)
-            optimizer.zero_grad(set_to_none=True)
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            for optimizer in optimizers:
+                optimizer.step()
             total, steps = total + loss.item(), steps + 1
         record = {
             "epoch": float(epoch),
