@@ -133,6 +133,19 @@ class Settings(BaseSettings):
         ),
     )
 
+    applied_events_retention_hours: float = Field(
+        192.0,
+        ge=0,
+        description=(
+            "applied event ids are kept (deduplicated) this long after they were applied, then "
+            "deleted; keep it above the input topic's retention (Kafka's default 168 h) plus a "
+            "margin; 0 keeps them forever"
+        ),
+    )
+    applied_events_prune_rows: int = Field(
+        5000, ge=1, description="applied events deleted per prune (one short DELETE per loop)"
+    )
+
     # Operations
     metrics_host: str = Field("127.0.0.1", description="address of /metrics, /healthz, /readyz")
     metrics_port: int = Field(9108, ge=0, le=65535, description="0 disables the HTTP server")
