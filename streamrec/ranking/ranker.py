@@ -2,7 +2,9 @@
 
 ``Ranker.observe(event, partition, offset)`` keeps the stream-fed state up to date (in
 memory; its clock is the events' ``ts``): the time-decayed trending list, item-to-item
-co-visitation, and vectors of items the model never saw (written to the index at once). Each
+co-visitation, and vectors of items the model never saw (written to the index at once, once the
+catalog knows the item: an item id seen only in events is counted but never recommended, by any
+source, until the catalog upserts it; ``streamrec.ranking.coldstart``). Each
 partition's offsets are counted once (a batch re-read after a failed commit is skipped), and
 ``restore`` rebuilds the state from a partition's recent events (the worker reads them from
 the database when it claims the partition). ``recommend_batch`` replaces the
@@ -264,7 +266,10 @@ class Ranker:
     def observe_catalog(self, op: CatalogOp) -> None:
         """Remember content features of a catalog item (call after the index applied ``op``)."""
         if op.op == "upsert":
-            self.new_items.set_content(op.item_id, op.vector)
+            if self.config.new_item_vectors:  # evidence counted before the catalog knew it
+                self.new_items.on_catalog_upsert(op.item_id, op.vector)
+            else:
+                self.new_items.set_content(op.item_id, op.vector)
         # deletes and unavailable upserts hide a new item
         self.new_items.update_searchable(op.item_id)
 
