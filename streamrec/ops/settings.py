@@ -93,6 +93,14 @@ class Settings(BaseSettings):
     covisit_half_life_s: float = Field(
         30 * 86400.0, ge=0, description="half-life of co-visitation counts, event-time s (0: none)"
     )
+    covisit_max_users: int = Field(
+        200_000,
+        ge=1,
+        description=(
+            "users whose recent window co-visitation remembers (least recently active "
+            "forgotten first): about 1 to 2 KiB each, 200,000 users at most ~400 MiB"
+        ),
+    )
     purchase_weight: float = Field(
         3.0, ge=0, description="weight of a purchase relative to a click (trending, co-visitation)"
     )

@@ -91,6 +91,8 @@ class RankingConfig:
         covisit_window: previous events of a user each event is paired with.
         covisit_recent: latest history items whose neighbours are candidates.
         covisit_max_neighbors: neighbours kept per item.
+        covisit_max_users: users whose recent window is remembered (``covisit.CoVisitation``;
+            its module docstring gives the memory per user).
         covisit_half_life_s: half-life of co-visitation counts in event-time seconds (None:
             counts never decay).
         new_item_vectors: give never-trained items vectors from co-occurrence evidence.
@@ -119,6 +121,7 @@ class RankingConfig:
     covisit_window: int = 20
     covisit_recent: int = 5
     covisit_max_neighbors: int = 200
+    covisit_max_users: int = 200_000
     covisit_half_life_s: float | None = 30 * 86400.0
     new_item_vectors: bool = True
     content_weight: float = 2.0
@@ -144,6 +147,7 @@ class RankingConfig:
             trending_floor=settings.trending_floor,
             trending_half_life_s=settings.trending_half_life_s,
             covisit_window=settings.covisit_window,
+            covisit_max_users=settings.covisit_max_users,
             covisit_half_life_s=settings.covisit_half_life_s or None,
             new_item_vectors=settings.new_item_vectors,
             new_item_prior=settings.new_item_prior,
@@ -191,6 +195,7 @@ class Ranker:
             cfg.covisit_window,
             cfg.event_weights,
             max_neighbors=cfg.covisit_max_neighbors,
+            max_users=cfg.covisit_max_users,
             half_life_s=cfg.covisit_half_life_s,
         )
         self.new_items = NewItemVectors(
