@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     trending_half_life_s: float = Field(
         7 * 86400.0, gt=0, description="half-life of the trending list, in event-time seconds"
     )
+    trending_min_score: float = Field(
+        0.001,
+        ge=0,
+        description="decayed score (in clicks) under which an item's trending row is forgotten",
+    )
     covisit_window: int = Field(20, ge=1, description="earlier events of a user paired per event")
     covisit_half_life_s: float = Field(
         30 * 86400.0, ge=0, description="half-life of co-visitation counts, event-time s (0: none)"

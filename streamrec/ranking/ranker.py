@@ -88,6 +88,8 @@ class RankingConfig:
             weight.
         trending_floor: share of the trending weight kept for long histories.
         trending_half_life_s: half-life of trending contributions, seconds of event time.
+        trending_min_score: decayed score under which a trending row is forgotten when the
+            table is pruned (``trending.Trending``; 0: never).
         covisit_window: previous events of a user each event is paired with.
         covisit_recent: latest history items whose neighbours are candidates.
         covisit_max_neighbors: neighbours kept per item.
@@ -118,6 +120,7 @@ class RankingConfig:
     blend_half_history: float = 3.0
     trending_floor: float = 0.0
     trending_half_life_s: float = 7 * 86400.0
+    trending_min_score: float = 0.001
     covisit_window: int = 20
     covisit_recent: int = 5
     covisit_max_neighbors: int = 200
@@ -146,6 +149,7 @@ class RankingConfig:
             blend_half_history=settings.blend_half_history,
             trending_floor=settings.trending_floor,
             trending_half_life_s=settings.trending_half_life_s,
+            trending_min_score=settings.trending_min_score,
             covisit_window=settings.covisit_window,
             covisit_max_users=settings.covisit_max_users,
             covisit_half_life_s=settings.covisit_half_life_s or None,
@@ -190,7 +194,9 @@ class Ranker:
         self.index = index
         self.config = config or RankingConfig()
         cfg = self.config
-        self.trending = Trending(cfg.trending_half_life_s, cfg.event_weights)
+        self.trending = Trending(
+            cfg.trending_half_life_s, cfg.event_weights, prune_below=cfg.trending_min_score
+        )
         self.covisit = CoVisitation(
             cfg.covisit_window,
             cfg.event_weights,
