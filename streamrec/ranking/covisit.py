@@ -91,6 +91,8 @@ class CoVisitation:
             raise ValueError("max_pairs must be >= 2 * max_neighbors")
         self.max_pairs = max_pairs
         self.evicted_rows = 0  # rows forgotten to keep within max_pairs
+        self.evicted_pairs = 0  # ... and their entries
+        self.forgotten_users = 0  # user windows forgotten to keep within max_users
         self._entries = 0  # neighbour entries over all rows
         self._tick = 0  # events counted: each row's ``touched`` is one of them
         self._recent: OrderedDict[str, deque[tuple[int, float]]] = OrderedDict()
@@ -116,6 +118,7 @@ class CoVisitation:
             self._recent[user_id] = recent
             if len(self._recent) > self.max_users:
                 self._recent.popitem(last=False)
+                self.forgotten_users += 1
         else:
             self._recent.move_to_end(user_id)
         key = self.key_of(item_id)
@@ -145,8 +148,10 @@ class CoVisitation:
         n = min(int(np.searchsorted(np.cumsum(sizes[order]), excess)) + 1, len(order))
         for key in keys[order[:n]].tolist():
             del rows[key]
-        self._entries -= int(sizes[order[:n]].sum())
+        gone = int(sizes[order[:n]].sum())
+        self._entries -= gone
         self.evicted_rows += n
+        self.evicted_pairs += gone
 
     def neighbors(self, item_id: str) -> Mapping[str, float]:
         """Co-visitation weights (decayed to the latest event time) of ``item_id``."""
@@ -173,6 +178,16 @@ class CoVisitation:
         """Multiply every stored count by ``scale`` (the decay clock's anchor moved)."""
         for row in self._rows.values():
             row.weights = array("d", [w * scale for w in row.weights])
+
+    @property
+    def pairs(self) -> int:
+        """Neighbour entries held over all rows (O(1))."""
+        return self._entries
+
+    @property
+    def users(self) -> int:
+        """User windows held (O(1))."""
+        return len(self._recent)
 
     @property
     def names(self) -> Sequence[str]:

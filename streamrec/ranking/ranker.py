@@ -278,6 +278,19 @@ class Ranker:
         self.trending.observe(event.item_id, event.type, event.ts)
         return self.covisit.observe(event.user_id, event.item_id, event.type, event.ts)
 
+    def stream_state_sizes(self) -> dict[str, tuple[int, int]]:
+        """Per part of the stream state: (entries held, entries forgotten so far); O(1).
+
+        The parts are trending items (``trending_min_score``), co-visitation user windows
+        (``covisit_max_users``) and neighbour pairs (``covisit_max_pairs``), for metrics.
+        """
+        cv = self.covisit
+        return {
+            "trending_items": (len(self.trending), self.trending.pruned),
+            "covisit_users": (cv.users, cv.forgotten_users),
+            "covisit_pairs": (cv.pairs, cv.evicted_pairs),
+        }
+
     def observe_catalog(self, op: CatalogOp) -> None:
         """Remember content features of a catalog item (call after the index applied ``op``)."""
         if op.op == "upsert":
