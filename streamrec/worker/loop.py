@@ -13,7 +13,8 @@
 6. commit the offsets to Kafka too (for lag monitoring only; the database is the truth).
 
 Every call this thread makes is bounded below ``max_poll_interval_ms`` (the poll, the
-database's busy and statement timeouts, the catalog slice, the restore slice). A crash
+database's busy and statement timeouts, the catalog slice, the restore slice, the chunk of
+expired applied events pruned: ``streamrec.state.retention``). A crash
 anywhere before 4 loses nothing (the batch is re-read from the stored offsets); a crash after
 4 re-publishes from the outbox on restart (same ``rec_id``: at-least-once output, exactly-once
 state). Signals only set the stop flag: the loop finishes its batch, the relay drains for at
@@ -51,6 +52,7 @@ from streamrec.ops.metrics import Metrics
 from streamrec.ops.settings import Settings
 from streamrec.state.batch import BatchWrite, OutboxMessage
 from streamrec.state.restore import make_state_restore
+from streamrec.state.retention import AppliedEventsRetention
 from streamrec.state.store import Store
 from streamrec.worker.catalog import CatalogFollower
 from streamrec.worker.health import Health, OutputView
@@ -87,6 +89,21 @@ def after_commit(stored: Sequence[OutboxMessage]) -> None:
     A fault-injection point: the fault tests' launcher replaces it to crash the worker
     exactly there and prove that the outbox relay publishes what was committed.
     """
+
+
+def make_retention(
+    settings: Settings, store: Store, clock: Callable[[], float], metrics: Metrics
+) -> AppliedEventsRetention | None:
+    """The pruning of old applied events; None when they are kept forever (retention 0)."""
+    if not settings.applied_events_retention_hours:
+        return None
+    return AppliedEventsRetention(
+        store,
+        settings.applied_events_retention_hours,
+        settings.applied_events_prune_rows,
+        clock,
+        on_pruned=metrics.applied_events_pruned.inc,
+    )
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -142,7 +159,9 @@ class Worker:
         self.metrics.bind_index(lambda: self.model.index)
         if self.pipeline.ranker is not None:
             self.metrics.bind_new_items(self._new_items_searchable)
-        self.store = Store(settings.db_url, settings.group_id, settings.db_timeout_ms)
+            self.metrics.bind_stream_state(self._stream_state_sizes)
+        self.store = Store(settings.db_url, settings.group_id, settings.db_timeout_ms, clock)
+        self.retention = make_retention(settings, self.store, clock, self.metrics)
         self.partitions = Partitions(
             settings.events_topic,
             self.store,
@@ -172,6 +191,10 @@ class Worker:
     def _new_items_searchable(self) -> int:
         ranker = self.pipeline.ranker  # the one served now (a reload replaces it)
         return ranker.new_items.searchable if ranker is not None else 0
+
+    def _stream_state_sizes(self) -> dict[str, tuple[int, int]]:
+        ranker = self.pipeline.ranker  # the one served now (a reload carries the state over)
+        return ranker.stream_state_sizes() if ranker is not None else {}
 
     def _reload(self) -> None:
         """Swap in a newer model version once one is prepared (``streamrec.worker.reload``)."""
@@ -361,6 +384,8 @@ class Worker:
                 self._claim()
             if not self._paused_for_store:
                 self.partitions.restore_some(self.consumer)
+                if self.retention is not None:
+                    self.retention.step()  # one bounded chunk of old dedupe rows, if due
         except StoreError as exc:
             self._store_failed(exc, [])
         self._apply_backpressure()
