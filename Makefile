@@ -40,7 +40,7 @@ prometheus:
 		|| echo "prometheus or stunnel not installable: their tests will skip (fail in CI)"
 
 test: lint typecheck prometheus
-	$(BIN)/pytest -q -m "not faults_long"
+	$(BIN)/pytest -q -m "not faults_long" --durations=15
 
 # the long fault variants (20,000 events, 5 x kill -9, ...); results go to RELIABILITY.md
 faults: install
