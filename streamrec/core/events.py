@@ -11,19 +11,44 @@ import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
-EVENT_TYPES = ("click", "purchase")
+# Interactions enter the user's history (the encoder's input) and the stream state (trending,
+# co-visitation) and are answered with a recommendation. Feedback on what was shown (an
+# impression of one item of a list, a dismissal of an item) only updates the user's feedback
+# state, which ranking reads to demote and filter; it is never answered.
+INTERACTION_TYPES = ("click", "purchase")
+FEEDBACK_TYPES = ("impression", "dismiss")
+EVENT_TYPES = (*INTERACTION_TYPES, *FEEDBACK_TYPES)
 CATALOG_OPS = ("upsert", "delete")
+
+EventType = Literal["click", "purchase", "impression", "dismiss"]
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """A user interaction."""
+    """A user interaction, or feedback on an item shown to the user.
+
+    Attributes:
+        event_id: unique id (the dedupe key).
+        user_id: the user.
+        item_id: the item clicked, purchased, shown (``impression``: one event per shown item)
+            or dismissed.
+        type: one of ``EVENT_TYPES``.
+        ts: event time, epoch ms.
+        rec_id: the recommendation the item was shown in (required for ``impression``,
+            optional for ``dismiss``, not read for interactions).
+    """
 
     event_id: str
     user_id: str
     item_id: str
-    type: Literal["click", "purchase"]
+    type: EventType
     ts: int
+    rec_id: str | None = None
+
+    @property
+    def is_feedback(self) -> bool:
+        """True for an impression or a dismissal (no history, no recommendation)."""
+        return self.type in FEEDBACK_TYPES
 
 
 @dataclass(frozen=True, slots=True)

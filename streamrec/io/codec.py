@@ -3,6 +3,10 @@
 Input ``streamrec.events`` (key = user_id)::
 
     {"event_id": str, "user_id": str, "item_id": str, "type": "click"|"purchase", "ts": int}
+    {"event_id": str, "user_id": str, "item_id": str, "type": "impression", "ts": int,
+     "rec_id": str}                          # one record per shown item
+    {"event_id": str, "user_id": str, "item_id": str, "type": "dismiss", "ts": int,
+     "rec_id": str (optional)}
 
 Catalog ``streamrec.items`` (key = item_id; extra fields allowed, ``vector`` is used)::
 
@@ -140,15 +144,28 @@ def decode_event(
         raise BadEvent("missing_value", "record has no value")
     obj = _load_object(raw, max_bytes)
     user_id = _get_id(obj, "user_id", max_id_len)
+    event_id = _get_id(obj, "event_id", max_id_len)
+    item_id = _get_id(obj, "item_id", max_id_len)
+    type_ = _get_choice(obj, "type", EVENT_TYPES)
     event = Event(
-        event_id=_get_id(obj, "event_id", max_id_len),
+        event_id=event_id,
         user_id=user_id,
-        item_id=_get_id(obj, "item_id", max_id_len),
-        type=_get_choice(obj, "type", EVENT_TYPES),  # type: ignore[arg-type]
+        item_id=item_id,
+        type=type_,  # type: ignore[arg-type]
         ts=_get_ts(obj),
+        rec_id=_get_rec_id(obj, type_, max_id_len),
     )
     _check_key(key, user_id, "user_id")
     return event
+
+
+def _get_rec_id(obj: Mapping[str, Any], type_: str, max_id_len: int) -> str | None:
+    """The list an impression or a dismissal came from: required for an impression, optional
+    (absent or null) for a dismissal; never read for clicks and purchases, so a producer that
+    already sends something there keeps working."""
+    if type_ == "impression" or (type_ == "dismiss" and obj.get("rec_id") is not None):
+        return _get_id(obj, "rec_id", max_id_len)
+    return None
 
 
 def _get_vector(obj: Mapping[str, Any]) -> tuple[float, ...] | None:
@@ -205,15 +222,16 @@ def decode_catalog(
 
 def encode_event(event: Event) -> bytes:
     """Serialize an input event (used by the simulator and tests)."""
-    return orjson.dumps(
-        {
-            "event_id": event.event_id,
-            "user_id": event.user_id,
-            "item_id": event.item_id,
-            "type": event.type,
-            "ts": event.ts,
-        }
-    )
+    obj: dict[str, Any] = {
+        "event_id": event.event_id,
+        "user_id": event.user_id,
+        "item_id": event.item_id,
+        "type": event.type,
+        "ts": event.ts,
+    }
+    if event.rec_id is not None:
+        obj["rec_id"] = event.rec_id
+    return orjson.dumps(obj)
 
 
 def encode_catalog(op: CatalogOp) -> bytes:
