@@ -118,6 +118,12 @@ class Settings(BaseSettings):
     new_item_prior: float = Field(
         0.0, ge=0, description="co-occurrence weight at which a new item's vector has half norm"
     )
+    impression_demote_after: int = Field(
+        3, ge=1, description="times an item is shown without a click before it is demoted"
+    )
+    impression_demote_strength: float = Field(
+        0.5, ge=0, description="decay rate of a demoted item's score per show (0: no demotion)"
+    )
     unknown_item_policy: Literal["accept", "dlq"] = Field(
         "accept", description="events for items in neither model nor catalog: keep or dead-letter"
     )

@@ -38,7 +38,7 @@ Event-type weights (a purchase counts more than a click) apply to trending and c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -232,8 +232,8 @@ class Ranker:
             False, counting nothing, when this partition's ``offset`` was already observed
             (a batch re-read after a failed commit, or restored from the database).
         """
-        if not self._take_offset(partition, offset):
-            return False
+        if not self._take_offset(partition, offset) or event.is_feedback:
+            return False  # impressions and dismissals are no evidence of interest
         paired = self._count(event)
         if self.config.new_item_vectors:
             self.new_items.on_pairs(event.item_id, paired)
@@ -253,7 +253,7 @@ class Ranker:
         touched: set[str] = set()
         counted = 0
         for offset, event in events:
-            if self._take_offset(partition, offset):
+            if self._take_offset(partition, offset) and not event.is_feedback:
                 touched.add(event.item_id)
                 touched.update(self._count(event))
                 counted += 1
@@ -292,6 +292,7 @@ class Ranker:
         exclude: Sequence[set[str]],
         k: int | None = None,
         keys: Sequence[str] | None = None,
+        demote: Sequence[Mapping[str, float]] | None = None,
     ) -> list[list[ShownItem]]:
         """Lists for a batch of users (same order).
 
@@ -306,6 +307,9 @@ class Ranker:
             k: list length (default ``config.k``).
             keys: per user, a request key seeding the exploration (e.g. the event id); by
                 default derived from the state.
+            demote: per user, score multipliers of items shown too often without a click
+                (``rank.demotions``), applied to the fused scores before the top-k and the
+                exploration pools are taken; by default none.
         """
         k = k or self.config.k
         if len(exclude) != len(states):
@@ -321,7 +325,10 @@ class Ranker:
         out = []
         for row, state in enumerate(states):
             key = keys[row] if keys is not None else _state_key(state)
-            request = _Request(state, exclude[row], skips[row], int((reach[row] >= 0).sum()))
+            down = demote[row] if demote is not None else None
+            request = _Request(
+                state, exclude[row], skips[row], int((reach[row] >= 0).sum()), down or None
+            )
             mask[request.skip_labels] = True
             try:
                 out.append(self._one(request, mask, scratch, ann[row], trending, k, key))
@@ -349,6 +356,8 @@ class Ranker:
             sources["covisit"] = self._covisit_arrays(request.state.history, mask)
         weights = self._weights(request.known, bool(request.state.history))
         fused = fuse_arrays(sources, weights, cfg.fusion, cfg.rrf_k, scratch)
+        if request.demote:
+            fused = self._demoted(fused, request.demote)
         rng = request_rng(cfg.seed, key)
         pool: ExplorePool | list[Fused] = []
         if len(fused) < k:  # rare: a short list, filled up from the encoder's candidates
@@ -364,6 +373,23 @@ class Ranker:
         if cfg.explore_rate > 0:
             pool = self._lazy_explore_pool(request, mask, fused, top, ann, k)
         return epsilon_slots(exploit, pool, k, cfg.explore_rate, rng)
+
+    def _demoted(self, fused: FusedArrays, demote: Mapping[str, float]) -> FusedArrays:
+        """``fused`` with the scores of the demoted items multiplied by their factors (fused
+        scores are sums of non-negative parts: a factor below 1 only lowers them)."""
+        items = list(demote)
+        labels = self.index.labels_of(items)
+        factor = np.fromiter((demote[i] for i in items), np.float64, len(items))
+        known = labels >= 0
+        labels, factor = labels[known], factor[known]
+        hit = np.isin(fused.keys, labels)
+        if not hit.any():
+            return fused
+        order = np.argsort(labels)
+        at = order[np.searchsorted(labels, fused.keys[hit], sorter=order)]
+        scores = fused.scores.copy()
+        scores[hit] *= factor[at]
+        return FusedArrays(fused.keys, scores, fused.parts)
 
     def _lazy_explore_pool(
         self,
@@ -520,6 +546,7 @@ class _Request:
     exclude: set[str]
     skip_labels: np.ndarray  # labels of the excluded ids the index knows (distinct)
     known: int  # history items within the encoder's reach that have a vector
+    demote: Mapping[str, float] | None = None  # score multipliers (rank.demotions)
 
 
 class _LazyPool:

@@ -24,7 +24,7 @@ from streamrec.ops.quality import RecObservation
 from streamrec.ops.settings import Settings
 from streamrec.ranking.encoder import Encoder
 from streamrec.ranking.index import ItemIndex
-from streamrec.ranking.rank import exclusions, rank
+from streamrec.ranking.rank import demotions, exclusions, rank
 from streamrec.state.batch import AppliedEvent, BatchWrite, OutboxMessage, read_versions
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ class Pipeline:
             current = store.load_users(sorted({e.user_id for _, e in fresh}))
             write.existing_users = set(current)
             write.user_versions = read_versions(current)  # the guards of the users' updates
-            snapshots = self._fold(fresh, current, write)
+            snapshots = self._fold(fresh, current, write, stats)
         if not snapshots:
             return write, stats
         lists = self._recommend(snapshots, stats)
@@ -187,6 +187,11 @@ class Pipeline:
     ) -> list[tuple[RecItem, ...]]:
         """One ranked list per snapshot: the fused ranker, or encoder + index alone."""
         excl = [exclusions(s, self.settings.exclude_history) for _, _, s in snapshots]
+        after, strength = (
+            self.settings.impression_demote_after,
+            self.settings.impression_demote_strength,
+        )
+        demote = [demotions(s, after, strength) for _, _, s in snapshots]
         if self.ranker is not None:
             with _timed(stats, "rank"):
                 written = self.ranker.new_items.updates
@@ -200,6 +205,7 @@ class Pipeline:
                     excl,
                     self.settings.top_k,
                     keys=[e.event_id for _, e, _ in snapshots],
+                    demote=demote,
                 )
             self.last_shown = [
                 (e.user_id, items) for (_, e, _), items in zip(snapshots, shown, strict=True)
@@ -216,11 +222,13 @@ class Pipeline:
             ]
         with _timed(stats, "encode"):
             vectors = self.encoder.encode([self._history_vectors(s) for _, _, s in snapshots])
+        # demoted items may fall out of the top k: fetch as many more candidates
+        fetch = self.settings.top_k + max((len(d) for d in demote), default=0)
         with _timed(stats, "search"):
-            found = self.index.search(vectors, self.settings.top_k, excl)
+            found = self.index.search(vectors, fetch, excl)
         lists = [
-            rank(cands, self.settings.top_k, skip, self.index.is_live)
-            for cands, skip in zip(found, excl, strict=True)
+            rank(cands, self.settings.top_k, skip, self.index.is_live, down)
+            for cands, skip, down in zip(found, excl, demote, strict=True)
         ]
         for ranked in lists:
             for item in ranked:
@@ -279,6 +287,7 @@ class Pipeline:
         fresh: list[tuple[Record, Event]],
         current: dict[str, UserState],
         write: BatchWrite,
+        stats: BatchStats,
     ) -> list[tuple[Record, Event, UserState]]:
         snapshots = []
         for rec, event in fresh:
@@ -289,7 +298,10 @@ class Pipeline:
             )
             write.users[event.user_id] = state
             write.applied.append(AppliedEvent(event, rec.partition, rec.offset))
-            snapshots.append((rec, event, state))
+            if event.is_feedback:  # folded into the state only: never answered (README)
+                stats.outcomes[(event.type, "applied")] += 1
+            else:
+                snapshots.append((rec, event, state))
         return snapshots
 
     def _history_vectors(self, state: UserState) -> np.ndarray:
