@@ -21,6 +21,7 @@ EVENT_TYPES = (*INTERACTION_TYPES, *FEEDBACK_TYPES)
 CATALOG_OPS = ("upsert", "delete")
 
 EventType = Literal["click", "purchase", "impression", "dismiss"]
+REASON_SOURCES = ("ann", "trending", "covisit", "coldstart", "explore")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +73,21 @@ class RecItem:
         propensity: probability the policy had of showing this item in this slot (1.0 when
             the slot was not subject to exploration).
         explored: True when the slot was filled by the exploration policy.
+        source: why it was recommended: the candidate source that placed it (``ann``: the
+            encoder's neighbours of the user, ``trending``, ``covisit``: co-visited with a
+            recent history item, ``coldstart``: the encoder's neighbours of the catalog
+            centroid, for a user without known history), or ``explore`` (an exploration
+            slot); None when reasons are off.
+        anchor: for ``covisit``, the history item it was co-visited with (the one that
+            contributed most); else None.
     """
 
     item_id: str
     score: float
     propensity: float = 1.0
     explored: bool = False
+    source: str | None = None
+    anchor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

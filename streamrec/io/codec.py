@@ -15,7 +15,8 @@ Catalog ``streamrec.items`` (key = item_id; extra fields allowed, ``vector`` is 
 Output ``streamrec.recommendations`` (key = user_id)::
 
     {"rec_id": str, "user_id": str, "event_id": str,
-     "items": [{"item_id": str, "score": float, "propensity": float, "explored": bool}],
+     "items": [{"item_id": str, "score": float, "propensity": float, "explored": bool,
+                "source": str, "anchor": str (covisit only)}],
      "model_version": str, "generated_at": int}
 
 JSON is read and written with orjson (several times faster than the stdlib on these small
@@ -39,6 +40,7 @@ from streamrec.core.events import (
     EVENT_TYPES,
     CatalogOp,
     Event,
+    RecItem,
     Recommendation,
 )
 from streamrec.errors import BadEvent
@@ -262,19 +264,25 @@ def encode_recommendation(rec: Recommendation) -> bytes:
             "rec_id": rec.rec_id,
             "user_id": rec.user_id,
             "event_id": rec.event_id,
-            "items": [
-                {
-                    "item_id": it.item_id,
-                    "score": it.score,
-                    "propensity": it.propensity,
-                    "explored": it.explored,
-                }
-                for it in rec.items
-            ],
+            "items": [_encode_item(it) for it in rec.items],
             "model_version": rec.model_version,
             "generated_at": rec.generated_at,
         }
     )
+
+
+def _encode_item(it: RecItem) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "item_id": it.item_id,
+        "score": it.score,
+        "propensity": it.propensity,
+        "explored": it.explored,
+    }
+    if it.source is not None:
+        obj["source"] = it.source
+    if it.anchor is not None:
+        obj["anchor"] = it.anchor
+    return obj
 
 
 HEADER_ERROR = "x-streamrec-error"

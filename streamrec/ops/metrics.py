@@ -62,9 +62,10 @@ LATENCY_BUCKETS = (
     30.0,
 )
 STAGES = ("decode", "store", "encode", "search", "rank", "publish")
-OUTCOMES = ("recommended", "duplicate", "dead_letter", "fenced")
-# what fills a recommended slot: a candidate source, an exploration slot or the encoder alone
-SLOT_SOURCES = ("ann", "trending", "covisit", "explore", "encoder")
+OUTCOMES = ("recommended", "applied", "duplicate", "dead_letter", "fenced")
+# what fills a recommended slot: a candidate source (coldstart: the encoder's neighbours of the
+# catalog centroid, for a user without known history), an exploration slot or the encoder alone
+SLOT_SOURCES = ("ann", "trending", "covisit", "coldstart", "explore", "encoder")
 ITEM_KINDS = ("trained", "new")
 MODEL_REFUSAL_REASONS = ("checksum", "load", "dimension", "nan")  # model versions refused
 LAG_INTERVAL_S = 5.0

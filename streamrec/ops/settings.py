@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     new_item_prior: float = Field(
         0.0, ge=0, description="co-occurrence weight at which a new item's vector has half norm"
     )
+    output_reasons: bool = Field(
+        True, description="each output item says its source (and co-visitation anchor)"
+    )
     impression_demote_after: int = Field(
         3, ge=1, description="times an item is shown without a click before it is demoted"
     )

@@ -322,6 +322,7 @@ class Ranker:
         self._refresh_covisit_labels()
         mask = np.zeros(index.n_labels, dtype=bool)  # the current user's excluded labels
         scratch = np.zeros(index.n_labels, dtype=np.int64)  # fusion's work array
+        factors = np.ones(index.n_labels if demote and any(demote) else 0)  # demotions' one
         out = []
         for row, state in enumerate(states):
             key = keys[row] if keys is not None else _state_key(state)
@@ -331,7 +332,8 @@ class Ranker:
             )
             mask[request.skip_labels] = True
             try:
-                out.append(self._one(request, mask, scratch, ann[row], trending, k, key))
+                shown = self._one(request, mask, scratch, factors, ann[row], trending, k, key)
+                out.append(self._with_reasons(request, shown))
             finally:
                 mask[request.skip_labels] = False
         return out
@@ -341,6 +343,7 @@ class Ranker:
         request: _Request,
         mask: np.ndarray,
         scratch: np.ndarray,
+        factors: np.ndarray,
         ann: ArrayCandidates,
         trending: ArrayCandidates | None,
         k: int,
@@ -357,7 +360,7 @@ class Ranker:
         weights = self._weights(request.known, bool(request.state.history))
         fused = fuse_arrays(sources, weights, cfg.fusion, cfg.rrf_k, scratch)
         if request.demote:
-            fused = self._demoted(fused, request.demote)
+            fused = self._demoted(fused, request.demote, factors)
         rng = request_rng(cfg.seed, key)
         pool: ExplorePool | list[Fused] = []
         if len(fused) < k:  # rare: a short list, filled up from the encoder's candidates
@@ -374,21 +377,40 @@ class Ranker:
             pool = self._lazy_explore_pool(request, mask, fused, top, ann, k)
         return epsilon_slots(exploit, pool, k, cfg.explore_rate, rng)
 
-    def _demoted(self, fused: FusedArrays, demote: Mapping[str, float]) -> FusedArrays:
+    def _with_reasons(self, request: _Request, shown: list[ShownItem]) -> list[ShownItem]:
+        """Name each item's reason: a co-visited item's anchor (the history item it was
+        co-visited with), and ``coldstart`` for the encoder's candidates of a user without
+        known history (they are the catalog centroid's neighbours)."""
+        out = []
+        for s in shown:
+            if s.explored:
+                out.append(s)
+            elif s.source == "covisit":
+                history, recent = request.state.history, self.config.covisit_recent
+                anchor = self.covisit.anchor(history, s.item_id, recent)
+                out.append(ShownItem(s.item_id, s.score, s.propensity, False, s.source, anchor))
+            elif s.source == "ann" and request.known == 0:
+                out.append(ShownItem(s.item_id, s.score, s.propensity, False, "coldstart"))
+            else:
+                out.append(s)
+        return out
+
+    def _demoted(
+        self, fused: FusedArrays, demote: Mapping[str, float], factors: np.ndarray
+    ) -> FusedArrays:
         """``fused`` with the scores of the demoted items multiplied by their factors (fused
-        scores are sums of non-negative parts: a factor below 1 only lowers them)."""
-        items = list(demote)
-        labels = self.index.labels_of(items)
-        factor = np.fromiter((demote[i] for i in items), np.float64, len(items))
+        scores are sums of non-negative parts: a factor below 1 only lowers them).
+
+        ``factors`` is a work array of ones, one per index label, left as it was found.
+        """
+        labels = self.index.labels_of(demote)
         known = labels >= 0
-        labels, factor = labels[known], factor[known]
-        hit = np.isin(fused.keys, labels)
-        if not hit.any():
-            return fused
-        order = np.argsort(labels)
-        at = order[np.searchsorted(labels, fused.keys[hit], sorter=order)]
-        scores = fused.scores.copy()
-        scores[hit] *= factor[at]
+        labels = labels[known]
+        factors[labels] = np.fromiter(demote.values(), np.float64, len(demote))[known]
+        try:
+            scores = fused.scores * factors[fused.keys]
+        finally:
+            factors[labels] = 1.0
         return FusedArrays(fused.keys, scores, fused.parts)
 
     def _lazy_explore_pool(

@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -62,9 +62,9 @@ class BatchStats:
         stage_seconds: seconds spent per stage.
         recommended: one observation per recommendation, in order.
         slots: recommended slots per (source, item kind): the source is the candidate source
-            that placed the item (``ann``, ``trending``, ``covisit``), ``explore`` for an
-            exploration slot, ``encoder`` in encoder-only ranking; the kind is ``trained`` or
-            ``new`` (an item the model was not trained on).
+            that placed the item (``ann``, ``trending``, ``covisit``, ``coldstart``),
+            ``explore`` for an exploration slot, ``encoder`` in encoder-only ranking; the kind
+            is ``trained`` or ``new`` (an item the model was not trained on).
         new_item_vectors: evidence vectors written to the index for new items.
     """
 
@@ -213,9 +213,24 @@ class Pipeline:
             for items in shown:
                 for s in items:
                     stats.slots[("explore" if s.explored else s.source, self._kind(s.item_id))] += 1
+            if not self.settings.output_reasons:
+                return [
+                    tuple(
+                        RecItem(s.item_id, round(float(s.score), 6), s.propensity, s.explored)
+                        for s in items
+                    )
+                    for items in shown
+                ]
             return [
                 tuple(
-                    RecItem(s.item_id, round(float(s.score), 6), s.propensity, s.explored)
+                    RecItem(
+                        s.item_id,
+                        round(float(s.score), 6),
+                        s.propensity,
+                        s.explored,
+                        "explore" if s.explored else s.source,
+                        s.anchor,
+                    )
                     for s in items
                 )
                 for items in shown
@@ -233,7 +248,18 @@ class Pipeline:
         for ranked in lists:
             for item in ranked:
                 stats.slots[("encoder", self._kind(item.item_id))] += 1
-        return lists
+        if not self.settings.output_reasons:
+            return lists
+        # the encoder's neighbours of the user, or of the catalog centroid without known history
+        index = self.index
+        sources = [
+            "ann" if any(i in index for i in s.history[-self.max_len :]) else "coldstart"
+            for _, _, s in snapshots
+        ]
+        return [
+            tuple(replace(item, source=source) for item in ranked)
+            for ranked, source in zip(lists, sources, strict=True)
+        ]
 
     def _kind(self, item_id: str) -> str:
         """``new`` for an item the model was not trained on, else ``trained`` (slot metrics)."""
