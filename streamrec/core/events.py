@@ -100,6 +100,7 @@ class Recommendation:
     items: tuple[RecItem, ...]
     model_version: str
     generated_at: int
+    arm: str | None = None  # the user's A/B arm (streamrec.ranking.arms); None: no test
 
 
 def rec_id_for(event_id: str) -> str:

@@ -17,7 +17,7 @@ Output ``streamrec.recommendations`` (key = user_id)::
     {"rec_id": str, "user_id": str, "event_id": str,
      "items": [{"item_id": str, "score": float, "propensity": float, "explored": bool,
                 "source": str, "anchor": str (covisit only)}],
-     "model_version": str, "generated_at": int}
+     "model_version": str, "generated_at": int, "arm": str (only in an A/B test)}
 
 JSON is read and written with orjson (several times faster than the stdlib on these small
 objects); input that orjson refuses is classified by the stdlib parser, so the reason codes
@@ -259,16 +259,17 @@ def encode_recommendation(rec: Recommendation) -> bytes:
     for it in rec.items:
         if not (math.isfinite(it.score) and math.isfinite(it.propensity)):
             raise ValueError(f"non-finite score or propensity for item slot of {rec.rec_id}")
-    return orjson.dumps(
-        {
-            "rec_id": rec.rec_id,
-            "user_id": rec.user_id,
-            "event_id": rec.event_id,
-            "items": [_encode_item(it) for it in rec.items],
-            "model_version": rec.model_version,
-            "generated_at": rec.generated_at,
-        }
-    )
+    obj: dict[str, Any] = {
+        "rec_id": rec.rec_id,
+        "user_id": rec.user_id,
+        "event_id": rec.event_id,
+        "items": [_encode_item(it) for it in rec.items],
+        "model_version": rec.model_version,
+        "generated_at": rec.generated_at,
+    }
+    if rec.arm is not None:
+        obj["arm"] = rec.arm
+    return orjson.dumps(obj)
 
 
 def _encode_item(it: RecItem) -> dict[str, Any]:

@@ -269,6 +269,18 @@ class Metrics:
             "1 when the worker has partitions, a model and a reachable database.",
             registry=r,
         )
+        self.arm_events = Counter(
+            "streamrec_arm_events_total",
+            "In an A/B test: input events applied, by the user's arm and event type.",
+            ["arm", "type"],
+            registry=r,
+        )
+        self.arm_recommendations = Counter(
+            "streamrec_arm_recommendations_total",
+            "In an A/B test: recommendations made, by the user's arm.",
+            ["arm"],
+            registry=r,
+        )
         self.new_item_vectors = Counter(
             "streamrec_new_item_vectors_total",
             "Evidence vectors written to the index for items the model was not trained on.",

@@ -217,6 +217,22 @@ class Ranker:
         )
         return other
 
+    def with_config(self, config: RankingConfig) -> Ranker:
+        """A ranker of another policy (an A/B arm, ``streamrec.ranking.arms``) over this one's
+        model and stream state, shared, not copied: only this one should observe events."""
+        if (config.trending_half_life_s, config.covisit_window, config.event_weights) != (
+            self.config.trending_half_life_s,
+            self.config.covisit_window,
+            self.config.event_weights,
+        ):
+            raise ValueError("an arm cannot change how the shared stream state is counted")
+        other = Ranker(self.encoder, self.index, config)
+        other.trending = self.trending
+        other.covisit = self.covisit
+        other.new_items = self.new_items
+        other._next_offsets = self._next_offsets
+        return other
+
     # -- state ---------------------------------------------------------------------------
     def observe(
         self, event: Event, partition: int | None = None, offset: int | None = None

@@ -7,11 +7,12 @@ import json
 from typing import Any
 
 import pytest
-from support import producer, read_topic, running_worker, scrape, send_events
+from support import producer, read_topic, running_worker, scrape, send_events, unique_settings
 
 from streamrec.core.events import Event
 from streamrec.io.clients import ensure_topics
 from streamrec.ops.settings import Settings
+from streamrec.ranking.arms import Arm, Assignment
 from streamrec.ranking.modelfiles import read_model_dir
 from streamrec.state.store import Store
 
@@ -99,3 +100,31 @@ def _read(settings: Settings, n: int) -> list[dict[str, Any]]:
     records = read_topic(settings.bootstrap_servers, settings.recs_topic, expected=n)
     unique = {json.loads(r.value)["rec_id"]: json.loads(r.value) for r in records}
     return list(unique.values())
+
+
+def test_ab_arms_through_the_broker(broker: Any, model_dir: Any, tmp_path: Any) -> None:
+    """Each list carries its user's arm, ranked by that arm's policy; metrics count by arm."""
+    arms = '[{"name": "control"}, {"name": "explore", "explore_rate": 0.5}]'
+    settings = unique_settings(
+        broker.bootstrap, model_dir, tmp_path, ab_arms=arms, ab_salt="t", explore_rate=0.0
+    )
+    ensure_topics(settings, partitions=2)
+    items = read_model_dir(settings.model_dir).item_ids
+    events = [Event(f"a{n}", f"user-{n % 30}", items[n % 40], "click", TS + n) for n in range(120)]
+    split = Assignment([Arm("control"), Arm("explore")], salt="t")
+    with running_worker(settings) as running:
+        send_events(settings, events)
+        recs = _read(settings, 120)
+        metrics = scrape(running.url)
+    assert len(recs) == 120
+    explored = {"control": 0, "explore": 0}
+    for msg in recs:
+        assert msg["arm"] == split.arm_of(msg["user_id"])
+        explored[msg["arm"]] += sum(it["explored"] for it in msg["items"])
+    assert explored["control"] == 0 and explored["explore"] > 0
+    for arm in ("control", "explore"):
+        made = sum(m["arm"] == arm for m in recs)
+        assert made > 0
+        assert metrics[("streamrec_arm_recommendations_total", (("arm", arm),))] == made
+        key = ("streamrec_arm_events_total", (("arm", arm), ("type", "click")))
+        assert metrics[key] == made
