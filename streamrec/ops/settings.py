@@ -37,6 +37,7 @@ class ArmSpec(BaseModel):
     weight_trending: float | None = Field(None, ge=0)
     weight_covisit: float | None = Field(None, ge=0)
     explore_rate: float | None = Field(None, ge=0, lt=1)
+    impression_demote_strength: float | None = Field(None, ge=0)
 
     def overrides(self) -> dict[str, float]:
         """The ranking settings this arm changes."""

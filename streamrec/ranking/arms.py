@@ -23,6 +23,8 @@ from streamrec.ranking.ranker import RankingConfig
 
 # the RankingConfig fields an arm may change (the names of the Settings fields too)
 ARM_FIELDS = ("weight_ann", "weight_trending", "weight_covisit", "explore_rate")
+# the settings of the batch step an arm may change (impression demotion is computed there)
+STEP_FIELDS = ("impression_demote_strength",)
 
 
 @dataclass(frozen=True)
@@ -36,10 +38,11 @@ class Arm:
 
     def config(self, base: RankingConfig) -> RankingConfig:
         """``base`` with this arm's overrides."""
-        unknown = set(self.overrides) - set(ARM_FIELDS)
+        unknown = set(self.overrides) - set(ARM_FIELDS) - set(STEP_FIELDS)
         if unknown:
             raise ValueError(f"arm {self.name}: cannot override {sorted(unknown)}")
-        return dataclasses.replace(base, **self.overrides)  # type: ignore[arg-type]
+        ranking = {k: v for k, v in self.overrides.items() if k in ARM_FIELDS}
+        return dataclasses.replace(base, **ranking)  # type: ignore[arg-type]
 
 
 class Assignment:

@@ -127,6 +127,8 @@ class Pipeline:
         self.max_len = min(settings.history_max_len, max(encoder.max_len, 1))
         arms = [Arm(a.name, a.weight, a.overrides()) for a in settings.ab_arms]
         self.assignment = Assignment(arms, settings.ab_salt) if arms else None
+        base = settings.impression_demote_strength
+        self._strength = {a.name: a.overrides.get("impression_demote_strength", base) for a in arms}
         self.arm_rankers = self._arm_rankers(ranker)
 
     def _arm_rankers(self, ranker: Ranker | None) -> dict[str, Ranker]:
@@ -213,11 +215,14 @@ class Pipeline:
     ) -> list[tuple[RecItem, ...]]:
         """One ranked list per snapshot: the fused ranker, or encoder + index alone."""
         excl = [exclusions(s, self.settings.exclude_history) for _, _, s in snapshots]
-        after, strength = (
+        after, base = (
             self.settings.impression_demote_after,
             self.settings.impression_demote_strength,
         )
-        demote = [demotions(s, after, strength) for _, _, s in snapshots]
+        demote = [
+            demotions(s, after, base if arm is None else self._strength[arm])
+            for (_, _, s), arm in zip(snapshots, arms, strict=True)
+        ]
         if self.ranker is not None:
             with _timed(stats, "rank"):
                 written = self.ranker.new_items.updates

@@ -137,3 +137,34 @@ def test_without_a_test_there_is_no_arm() -> None:
     bodies = _run(pipe, _events()[:20])
     assert all("arm" not in b for b in bodies)
     assert pipe.last_stats.arm_events == Counter()  # type: ignore[attr-defined]
+
+
+def test_impression_demotion_is_a_per_arm_policy() -> None:
+    """Every user was shown their top item 10 times: arm ``keep`` (no demotion) still lists it
+    first, arm ``demote`` never shows it (exploration off in both)."""
+    from streamrec.core.history import UserState
+
+    users = [f"u{n}" for n in range(30)]
+    clicks = [Event(f"c-{u}", u, f"i{n % 17}", "click", 5) for n, u in enumerate(users)]
+    base = {b["user_id"]: b for b in _run(_pipeline(explore_rate=0.0), clicks)}
+    arms = (
+        '[{"name": "keep", "impression_demote_strength": 0.0},'
+        ' {"name": "demote", "impression_demote_strength": 5.0}]'
+    )
+    pipe = _pipeline(ab_arms=arms, explore_rate=0.0, ab_salt="x")
+    reader = MemoryStateReader()
+    top = {u: base[u]["items"][0]["item_id"] for u in users}
+    reader.users = {u: UserState(impressions=((top[u], 10),)) for u in users}
+    records = [
+        Record("t", 0, n, e.user_id.encode(), encode_event(e), 0) for n, e in enumerate(clicks)
+    ]
+    write, _ = pipe.process(records, reader, {0: 1})
+    seen = Counter()
+    for body in (json.loads(m.value) for m in write.messages):  # type: ignore[arg-type]
+        ids = [it["item_id"] for it in body["items"]]
+        seen[body["arm"]] += 1
+        if body["arm"] == "keep":
+            assert ids == [it["item_id"] for it in base[body["user_id"]]["items"]]
+        else:
+            assert top[body["user_id"]] not in ids
+    assert seen["keep"] > 0 and seen["demote"] > 0
