@@ -11,19 +11,45 @@ import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
-EVENT_TYPES = ("click", "purchase")
+# Interactions enter the user's history (the encoder's input) and the stream state (trending,
+# co-visitation) and are answered with a recommendation. Feedback on what was shown (an
+# impression of one item of a list, a dismissal of an item) only updates the user's feedback
+# state, which ranking reads to demote and filter; it is never answered.
+INTERACTION_TYPES = ("click", "purchase")
+FEEDBACK_TYPES = ("impression", "dismiss")
+EVENT_TYPES = (*INTERACTION_TYPES, *FEEDBACK_TYPES)
 CATALOG_OPS = ("upsert", "delete")
+
+EventType = Literal["click", "purchase", "impression", "dismiss"]
+REASON_SOURCES = ("ann", "trending", "covisit", "coldstart", "explore")
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """A user interaction."""
+    """A user interaction, or feedback on an item shown to the user.
+
+    Attributes:
+        event_id: unique id (the dedupe key).
+        user_id: the user.
+        item_id: the item clicked, purchased, shown (``impression``: one event per shown item)
+            or dismissed.
+        type: one of ``EVENT_TYPES``.
+        ts: event time, epoch ms.
+        rec_id: the recommendation the item was shown in (required for ``impression``,
+            optional for ``dismiss``, not read for interactions).
+    """
 
     event_id: str
     user_id: str
     item_id: str
-    type: Literal["click", "purchase"]
+    type: EventType
     ts: int
+    rec_id: str | None = None
+
+    @property
+    def is_feedback(self) -> bool:
+        """True for an impression or a dismissal (no history, no recommendation)."""
+        return self.type in FEEDBACK_TYPES
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +73,21 @@ class RecItem:
         propensity: probability the policy had of showing this item in this slot (1.0 when
             the slot was not subject to exploration).
         explored: True when the slot was filled by the exploration policy.
+        source: why it was recommended: the candidate source that placed it (``ann``: the
+            encoder's neighbours of the user, ``trending``, ``covisit``: co-visited with a
+            recent history item, ``coldstart``: the encoder's neighbours of the catalog
+            centroid, for a user without known history), or ``explore`` (an exploration
+            slot); None when reasons are off.
+        anchor: for ``covisit``, the history item it was co-visited with (the one that
+            contributed most); else None.
     """
 
     item_id: str
     score: float
     propensity: float = 1.0
     explored: bool = False
+    source: str | None = None
+    anchor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +100,7 @@ class Recommendation:
     items: tuple[RecItem, ...]
     model_version: str
     generated_at: int
+    arm: str | None = None  # the user's A/B arm (streamrec.ranking.arms); None: no test
 
 
 def rec_id_for(event_id: str) -> str:

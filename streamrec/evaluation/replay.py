@@ -21,8 +21,9 @@ Protocol (``replay``):
 Segments: the user's history length before the event (0, 1-4, 5-19, 20+) and whether the target
 item was in the training data (``seen``) or not (``new``). Also: catalog coverage (distinct items
 in all lists produced during the replay / items in model or log), popularity bias (share of
-recommended slots taken by the top 10% most frequent training items) and exploration rate
-(share of explored slots).
+recommended slots taken by the top 10% most frequent training items), exploration rate
+(share of explored slots) and repeat share (share of the slots published during the replay
+that show an item an earlier published list of the same user already showed).
 """
 
 from __future__ import annotations
@@ -121,14 +122,20 @@ class ListStats:
     slots: int = 0
     explored: int = 0
     lists: int = 0
+    repeats: int = 0  # slots of an item an earlier list of the same user already held
+    _seen: dict[str, set[str]] = field(default_factory=dict)
 
-    def add(self, shown: Sequence[ShownItem]) -> None:
-        """Count one produced list."""
+    def add(self, shown: Sequence[ShownItem], user: str | None = None) -> None:
+        """Count one produced list (of ``user``'s, for repeats)."""
         self.lists += 1
+        seen = self._seen.setdefault(user, set()) if user is not None else None
         for s in shown:
             self.items[s.item_id] += 1
             self.slots += 1
             self.explored += int(s.explored)
+            if seen is not None:
+                self.repeats += s.item_id in seen
+                seen.add(s.item_id)
 
 
 def history_segment(n_events: int) -> str:
@@ -205,8 +212,14 @@ def replay_config(
     batch_size: int = 64,
     settings: Settings | None = None,
     progress: bool = True,
+    impressions: bool = False,
 ) -> dict[str, Any]:
     """Replay the test part of the log for one ranker configuration.
+
+    With ``impressions``, every list published during the replay is taken as shown to its
+    user: one ``impression`` event per item goes through the pipeline after its batch, so the
+    user's later lists are demoted by the settings' ``impression_demote_*`` (an item of a
+    list the user then rates gets its count reset, as a click would).
 
     Returns:
         JSON-able: overall and per-segment metrics, coverage, popularity bias, exploration
@@ -259,10 +272,38 @@ def replay_config(
             if sent != [s.item_id for s in shown]:
                 raise AssertionError("published list differs from the ranker's list")
             current[user] = shown
-            shown_stats.add(shown)
+            shown_stats.add(shown, user)
+        if impressions:
+            offset = _show(pipeline, store, published, offset, clock_s[0])
         bar.update(len(batch))
     bar.close()
     return _summary(data, config, segments, shown_stats, rec, time.perf_counter() - started)
+
+
+def _show(
+    pipeline: Pipeline, store: MemoryStateReader, published: list[Any], offset: int, now_s: float
+) -> int:
+    """Fold one impression per item of each published list into its user's state."""
+    topic = pipeline.settings.events_topic
+    records = []
+    for message in published:
+        body = json.loads(message.value or b"{}")
+        for slot, item in enumerate(body["items"]):
+            event = Event(
+                f"{body['rec_id']}/{slot}",
+                body["user_id"],
+                item["item_id"],
+                "impression",
+                int(now_s * 1000),
+                body["rec_id"],
+            )
+            records.append(Record(topic, 0, offset, message.key, encode_event(event), event.ts))
+            offset += 1
+    if records:
+        write, _ = pipeline.process(records, store, {0: 0})
+        store.users.update(write.users)
+        store.applied_ids.update(a.event.event_id for a in write.applied)
+    return offset
 
 
 def _summary(
@@ -284,6 +325,7 @@ def _summary(
         "catalog_size": len(data.catalog),
         "popularity_bias": sum(c for i, c in shown.items.items() if i in data.popular) / slots,
         "exploration_rate": shown.explored / slots,
+        "repeat_share": shown.repeats / slots,
         "lists": shown.lists,
         "new_items_recommended": len(new_items),
         "new_item_vectors_written": rec.new_items.updates,

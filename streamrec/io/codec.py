@@ -3,6 +3,10 @@
 Input ``streamrec.events`` (key = user_id)::
 
     {"event_id": str, "user_id": str, "item_id": str, "type": "click"|"purchase", "ts": int}
+    {"event_id": str, "user_id": str, "item_id": str, "type": "impression", "ts": int,
+     "rec_id": str}                          # one record per shown item
+    {"event_id": str, "user_id": str, "item_id": str, "type": "dismiss", "ts": int,
+     "rec_id": str (optional)}
 
 Catalog ``streamrec.items`` (key = item_id; extra fields allowed, ``vector`` is used)::
 
@@ -11,8 +15,9 @@ Catalog ``streamrec.items`` (key = item_id; extra fields allowed, ``vector`` is 
 Output ``streamrec.recommendations`` (key = user_id)::
 
     {"rec_id": str, "user_id": str, "event_id": str,
-     "items": [{"item_id": str, "score": float, "propensity": float, "explored": bool}],
-     "model_version": str, "generated_at": int}
+     "items": [{"item_id": str, "score": float, "propensity": float, "explored": bool,
+                "source": str, "anchor": str (covisit only)}],
+     "model_version": str, "generated_at": int, "arm": str (only in an A/B test)}
 
 JSON is read and written with orjson (several times faster than the stdlib on these small
 objects); input that orjson refuses is classified by the stdlib parser, so the reason codes
@@ -35,6 +40,7 @@ from streamrec.core.events import (
     EVENT_TYPES,
     CatalogOp,
     Event,
+    RecItem,
     Recommendation,
 )
 from streamrec.errors import BadEvent
@@ -140,15 +146,28 @@ def decode_event(
         raise BadEvent("missing_value", "record has no value")
     obj = _load_object(raw, max_bytes)
     user_id = _get_id(obj, "user_id", max_id_len)
+    event_id = _get_id(obj, "event_id", max_id_len)
+    item_id = _get_id(obj, "item_id", max_id_len)
+    type_ = _get_choice(obj, "type", EVENT_TYPES)
     event = Event(
-        event_id=_get_id(obj, "event_id", max_id_len),
+        event_id=event_id,
         user_id=user_id,
-        item_id=_get_id(obj, "item_id", max_id_len),
-        type=_get_choice(obj, "type", EVENT_TYPES),  # type: ignore[arg-type]
+        item_id=item_id,
+        type=type_,  # type: ignore[arg-type]
         ts=_get_ts(obj),
+        rec_id=_get_rec_id(obj, type_, max_id_len),
     )
     _check_key(key, user_id, "user_id")
     return event
+
+
+def _get_rec_id(obj: Mapping[str, Any], type_: str, max_id_len: int) -> str | None:
+    """The list an impression or a dismissal came from: required for an impression, optional
+    (absent or null) for a dismissal; never read for clicks and purchases, so a producer that
+    already sends something there keeps working."""
+    if type_ == "impression" or (type_ == "dismiss" and obj.get("rec_id") is not None):
+        return _get_id(obj, "rec_id", max_id_len)
+    return None
 
 
 def _get_vector(obj: Mapping[str, Any]) -> tuple[float, ...] | None:
@@ -205,15 +224,16 @@ def decode_catalog(
 
 def encode_event(event: Event) -> bytes:
     """Serialize an input event (used by the simulator and tests)."""
-    return orjson.dumps(
-        {
-            "event_id": event.event_id,
-            "user_id": event.user_id,
-            "item_id": event.item_id,
-            "type": event.type,
-            "ts": event.ts,
-        }
-    )
+    obj: dict[str, Any] = {
+        "event_id": event.event_id,
+        "user_id": event.user_id,
+        "item_id": event.item_id,
+        "type": event.type,
+        "ts": event.ts,
+    }
+    if event.rec_id is not None:
+        obj["rec_id"] = event.rec_id
+    return orjson.dumps(obj)
 
 
 def encode_catalog(op: CatalogOp) -> bytes:
@@ -239,24 +259,31 @@ def encode_recommendation(rec: Recommendation) -> bytes:
     for it in rec.items:
         if not (math.isfinite(it.score) and math.isfinite(it.propensity)):
             raise ValueError(f"non-finite score or propensity for item slot of {rec.rec_id}")
-    return orjson.dumps(
-        {
-            "rec_id": rec.rec_id,
-            "user_id": rec.user_id,
-            "event_id": rec.event_id,
-            "items": [
-                {
-                    "item_id": it.item_id,
-                    "score": it.score,
-                    "propensity": it.propensity,
-                    "explored": it.explored,
-                }
-                for it in rec.items
-            ],
-            "model_version": rec.model_version,
-            "generated_at": rec.generated_at,
-        }
-    )
+    obj: dict[str, Any] = {
+        "rec_id": rec.rec_id,
+        "user_id": rec.user_id,
+        "event_id": rec.event_id,
+        "items": [_encode_item(it) for it in rec.items],
+        "model_version": rec.model_version,
+        "generated_at": rec.generated_at,
+    }
+    if rec.arm is not None:
+        obj["arm"] = rec.arm
+    return orjson.dumps(obj)
+
+
+def _encode_item(it: RecItem) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "item_id": it.item_id,
+        "score": it.score,
+        "propensity": it.propensity,
+        "explored": it.explored,
+    }
+    if it.source is not None:
+        obj["source"] = it.source
+    if it.anchor is not None:
+        obj["anchor"] = it.anchor
+    return obj
 
 
 HEADER_ERROR = "x-streamrec-error"

@@ -62,9 +62,10 @@ LATENCY_BUCKETS = (
     30.0,
 )
 STAGES = ("decode", "store", "encode", "search", "rank", "publish")
-OUTCOMES = ("recommended", "duplicate", "dead_letter", "fenced")
-# what fills a recommended slot: a candidate source, an exploration slot or the encoder alone
-SLOT_SOURCES = ("ann", "trending", "covisit", "explore", "encoder")
+OUTCOMES = ("recommended", "applied", "duplicate", "dead_letter", "fenced")
+# what fills a recommended slot: a candidate source (coldstart: the encoder's neighbours of the
+# catalog centroid, for a user without known history), an exploration slot or the encoder alone
+SLOT_SOURCES = ("ann", "trending", "covisit", "coldstart", "explore", "encoder")
 ITEM_KINDS = ("trained", "new")
 MODEL_REFUSAL_REASONS = ("checksum", "load", "dimension", "nan")  # model versions refused
 # parts of the fused ranker's stream state (``Ranker.stream_state_sizes``)
@@ -274,6 +275,18 @@ class Metrics:
         self.up = Gauge(
             "streamrec_ready",
             "1 when the worker has partitions, a model and a reachable database.",
+            registry=r,
+        )
+        self.arm_events = Counter(
+            "streamrec_arm_events_total",
+            "In an A/B test: input events applied, by the user's arm and event type.",
+            ["arm", "type"],
+            registry=r,
+        )
+        self.arm_recommendations = Counter(
+            "streamrec_arm_recommendations_total",
+            "In an A/B test: recommendations made, by the user's arm.",
+            ["arm"],
             registry=r,
         )
         self.new_item_vectors = Counter(

@@ -8,13 +8,41 @@ environment.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from streamrec.errors import ConfigError
+
+
+class ArmSpec(BaseModel):
+    """One A/B arm of ``STREAMREC_AB_ARMS`` (a JSON list of these objects)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    weight: float = Field(1.0, gt=0, description="share of users, relative to the others")
+    weight_ann: float | None = Field(None, ge=0)
+    weight_trending: float | None = Field(None, ge=0)
+    weight_covisit: float | None = Field(None, ge=0)
+    explore_rate: float | None = Field(None, ge=0, lt=1)
+    impression_demote_strength: float | None = Field(None, ge=0)
+
+    def overrides(self) -> dict[str, float]:
+        """The ranking settings this arm changes."""
+        fixed = {"name", "weight"}
+        return {k: v for k, v in self.model_dump().items() if k not in fixed and v is not None}
 
 
 class Settings(BaseSettings):
@@ -139,6 +167,19 @@ class Settings(BaseSettings):
     new_item_prior: float = Field(
         0.0, ge=0, description="co-occurrence weight at which a new item's vector has half norm"
     )
+    ab_arms: tuple[ArmSpec, ...] = Field(
+        (), description="A/B arms (JSON list): users split by a stable hash; empty: no test"
+    )
+    ab_salt: str = Field("streamrec", description="salt of the arm assignment hash")
+    output_reasons: bool = Field(
+        True, description="each output item says its source (and co-visitation anchor)"
+    )
+    impression_demote_after: int = Field(
+        3, ge=1, description="times an item is shown without a click before it is demoted"
+    )
+    impression_demote_strength: float = Field(
+        0.5, ge=0, description="decay rate of a demoted item's score per show (0: no demotion)"
+    )
     unknown_item_policy: Literal["accept", "dlq"] = Field(
         "accept", description="events for items in neither model nor catalog: keep or dead-letter"
     )
@@ -209,6 +250,27 @@ class Settings(BaseSettings):
         1000, ge=1, description="catalog records applied to the index per loop iteration at most"
     )
 
+    @field_validator("ab_arms", mode="before")
+    @classmethod
+    def _arms_from_json(cls, value: Any) -> Any:
+        if isinstance(value, str):  # given as text (a flag, an override): the env's JSON
+            try:
+                return json.loads(value) if value.strip() else ()
+            except ValueError:
+                raise ValueError("must be a JSON list of arms") from None
+        return value
+
+    @model_validator(mode="after")
+    def _arms_valid(self) -> Settings:
+        if not self.ab_arms:
+            return self
+        names = [a.name for a in self.ab_arms]
+        if len(names) < 2 or len(set(names)) != len(names):
+            raise ValueError("ab_arms needs two or more arms with distinct names")
+        if self.ranking != "fused":
+            raise ValueError("ab_arms needs ranking=fused (an arm changes the fused ranking)")
+        return self
+
     @field_validator("bootstrap_servers")
     @classmethod
     def _servers_not_empty(cls, value: str) -> str:
@@ -270,3 +332,5 @@ def load_settings(**overrides: Any) -> Settings:
             for err in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from None
+    except SettingsError as exc:  # a JSON setting (ab_arms) that is not JSON
+        raise ConfigError(f"invalid settings: {exc} (expected JSON)") from None

@@ -253,6 +253,27 @@ class CoVisitation:
         scratch[unique] = 0.0
         return unique, scores
 
+    def anchor(
+        self, history: Sequence[str], item_id: str, recent: int = 5, recency_decay: float = 0.7
+    ) -> str | None:
+        """The history item whose row contributes most to ``item_id``'s candidate score (the
+        same parts ``candidate_scores`` sums; ties to the latest), or None when none holds it.
+
+        A dictionary lookup per recent history item: cheap enough for every shown item.
+        """
+        key = self._key.get(item_id)
+        if key is None or recent <= 0:
+            return None
+        best, best_part = None, 0.0
+        for age, item in enumerate(reversed(history[-recent:])):
+            row = self._row(item)
+            slot = None if row is None else row.slot.get(key)
+            if slot is not None and row is not None:
+                part = recency_decay**age * row.weights[slot]
+                if part > best_part:
+                    best, best_part = item, part
+        return best
+
     def candidates(
         self,
         history: Sequence[str],

@@ -50,6 +50,7 @@ class ShownItem:
         propensity: the probability the policy had of showing this item in this slot.
         explored: True when the slot was an exploration slot.
         source: the candidate source that contributed most (``ann``, ``trending``, ...).
+        anchor: for ``covisit``, the history item it was co-visited with (set by the ranker).
     """
 
     item_id: str
@@ -57,6 +58,7 @@ class ShownItem:
     propensity: float
     explored: bool
     source: str
+    anchor: str | None = None
 
 
 class ExplorePool(Protocol):

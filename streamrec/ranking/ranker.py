@@ -40,7 +40,7 @@ Event-type weights (a purchase counts more than a click) apply to trending and c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -234,6 +234,22 @@ class Ranker:
         )
         return other
 
+    def with_config(self, config: RankingConfig) -> Ranker:
+        """A ranker of another policy (an A/B arm, ``streamrec.ranking.arms``) over this one's
+        model and stream state, shared, not copied: only this one should observe events."""
+        if (config.trending_half_life_s, config.covisit_window, config.event_weights) != (
+            self.config.trending_half_life_s,
+            self.config.covisit_window,
+            self.config.event_weights,
+        ):
+            raise ValueError("an arm cannot change how the shared stream state is counted")
+        other = Ranker(self.encoder, self.index, config)
+        other.trending = self.trending
+        other.covisit = self.covisit
+        other.new_items = self.new_items
+        other._next_offsets = self._next_offsets
+        return other
+
     # -- state ---------------------------------------------------------------------------
     def observe(
         self, event: Event, partition: int | None = None, offset: int | None = None
@@ -249,8 +265,8 @@ class Ranker:
             False, counting nothing, when this partition's ``offset`` was already observed
             (a batch re-read after a failed commit, or restored from the database).
         """
-        if not self._take_offset(partition, offset):
-            return False
+        if not self._take_offset(partition, offset) or event.is_feedback:
+            return False  # impressions and dismissals are no evidence of interest
         paired = self._count(event)
         if self.config.new_item_vectors:
             self.new_items.on_pairs(event.item_id, paired)
@@ -270,7 +286,7 @@ class Ranker:
         touched: set[str] = set()
         counted = 0
         for offset, event in events:
-            if self._take_offset(partition, offset):
+            if self._take_offset(partition, offset) and not event.is_feedback:
                 touched.add(event.item_id)
                 touched.update(self._count(event))
                 counted += 1
@@ -325,6 +341,7 @@ class Ranker:
         exclude: Sequence[set[str]],
         k: int | None = None,
         keys: Sequence[str] | None = None,
+        demote: Sequence[Mapping[str, float]] | None = None,
     ) -> list[list[ShownItem]]:
         """Lists for a batch of users (same order).
 
@@ -339,6 +356,9 @@ class Ranker:
             k: list length (default ``config.k``).
             keys: per user, a request key seeding the exploration (e.g. the event id); by
                 default derived from the state.
+            demote: per user, score multipliers of items shown too often without a click
+                (``rank.demotions``), applied to the fused scores before the top-k and the
+                exploration pools are taken; by default none.
         """
         k = k or self.config.k
         if len(exclude) != len(states):
@@ -351,13 +371,18 @@ class Ranker:
         self._refresh_covisit_labels()
         mask = np.zeros(index.n_labels, dtype=bool)  # the current user's excluded labels
         scratch = np.zeros(index.n_labels, dtype=np.int64)  # fusion's work array
+        factors = np.ones(index.n_labels if demote and any(demote) else 0)  # demotions' one
         out = []
         for row, state in enumerate(states):
             key = keys[row] if keys is not None else _state_key(state)
-            request = _Request(state, exclude[row], skips[row], int((reach[row] >= 0).sum()))
+            down = demote[row] if demote is not None else None
+            request = _Request(
+                state, exclude[row], skips[row], int((reach[row] >= 0).sum()), down or None
+            )
             mask[request.skip_labels] = True
             try:
-                out.append(self._one(request, mask, scratch, ann[row], trending, k, key))
+                shown = self._one(request, mask, scratch, factors, ann[row], trending, k, key)
+                out.append(self._with_reasons(request, shown))
             finally:
                 mask[request.skip_labels] = False
         return out
@@ -367,6 +392,7 @@ class Ranker:
         request: _Request,
         mask: np.ndarray,
         scratch: np.ndarray,
+        factors: np.ndarray,
         ann: ArrayCandidates,
         trending: ArrayCandidates | None,
         k: int,
@@ -382,6 +408,8 @@ class Ranker:
             sources["covisit"] = self._covisit_arrays(request.state.history, mask)
         weights = self._weights(request.known, bool(request.state.history))
         fused = fuse_arrays(sources, weights, cfg.fusion, cfg.rrf_k, scratch)
+        if request.demote:
+            fused = self._demoted(fused, request.demote, factors)
         rng = request_rng(cfg.seed, key)
         pool: ExplorePool | list[Fused] = []
         if len(fused) < k:  # rare: a short list, filled up from the encoder's candidates
@@ -397,6 +425,42 @@ class Ranker:
         if cfg.explore_rate > 0:
             pool = self._lazy_explore_pool(request, mask, fused, top, ann, k)
         return epsilon_slots(exploit, pool, k, cfg.explore_rate, rng)
+
+    def _with_reasons(self, request: _Request, shown: list[ShownItem]) -> list[ShownItem]:
+        """Name each item's reason: a co-visited item's anchor (the history item it was
+        co-visited with), and ``coldstart`` for the encoder's candidates of a user without
+        known history (they are the catalog centroid's neighbours)."""
+        out = []
+        for s in shown:
+            if s.explored:
+                out.append(s)
+            elif s.source == "covisit":
+                history, recent = request.state.history, self.config.covisit_recent
+                anchor = self.covisit.anchor(history, s.item_id, recent)
+                out.append(ShownItem(s.item_id, s.score, s.propensity, False, s.source, anchor))
+            elif s.source == "ann" and request.known == 0:
+                out.append(ShownItem(s.item_id, s.score, s.propensity, False, "coldstart"))
+            else:
+                out.append(s)
+        return out
+
+    def _demoted(
+        self, fused: FusedArrays, demote: Mapping[str, float], factors: np.ndarray
+    ) -> FusedArrays:
+        """``fused`` with the scores of the demoted items multiplied by their factors (fused
+        scores are sums of non-negative parts: a factor below 1 only lowers them).
+
+        ``factors`` is a work array of ones, one per index label, left as it was found.
+        """
+        labels = self.index.labels_of(demote)
+        known = labels >= 0
+        labels = labels[known]
+        factors[labels] = np.fromiter(demote.values(), np.float64, len(demote))[known]
+        try:
+            scores = fused.scores * factors[fused.keys]
+        finally:
+            factors[labels] = 1.0
+        return FusedArrays(fused.keys, scores, fused.parts)
 
     def _lazy_explore_pool(
         self,
@@ -553,6 +617,7 @@ class _Request:
     exclude: set[str]
     skip_labels: np.ndarray  # labels of the excluded ids the index knows (distinct)
     known: int  # history items within the encoder's reach that have a vector
+    demote: Mapping[str, float] | None = None  # score multipliers (rank.demotions)
 
 
 class _LazyPool:

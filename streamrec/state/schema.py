@@ -33,6 +33,9 @@ users = Table(
     Column("n_events", Integer, nullable=False),
     Column("last_ts", BigInteger, nullable=False),
     Column("version", Integer, nullable=False, server_default=text("0")),
+    # feedback (revision 0005): JSON lists, bounded per user (streamrec.core.history)
+    Column("dismissed", Text, nullable=False, server_default=text("'[]'")),
+    Column("impressions", Text, nullable=False, server_default=text("'[]'")),
 )
 # One row per applied event: the dedupe key, and (since revision 0002) the event itself, which
 # the worker reads back to restore its in-memory stream state. Rows written before 0002 have

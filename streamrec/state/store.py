@@ -43,7 +43,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.sql.expression import Executable
 
-from streamrec.core.events import EVENT_TYPES, Event
+from streamrec.core.events import INTERACTION_TYPES, Event
 from streamrec.core.history import UserState
 from streamrec.errors import ConflictError, FencedError, StoreError
 from streamrec.state.batch import AppliedEvent, BatchWrite, OutboxMessage, UserStates
@@ -58,6 +58,8 @@ _UPDATE_USER = (
         purchased=bindparam("purchased"),
         n_events=bindparam("n_events"),
         last_ts=bindparam("last_ts"),
+        dismissed=bindparam("dismissed"),
+        impressions=bindparam("impressions"),
         version=users.c.version + 1,
     )
 )
@@ -91,6 +93,8 @@ def _user_values(st: UserState) -> dict[str, Any]:
         "purchased": json.dumps(list(st.purchased)),
         "n_events": st.n_events,
         "last_ts": st.last_ts,
+        "dismissed": json.dumps(list(st.dismissed)),
+        "impressions": json.dumps([list(pair) for pair in st.impressions]),
     }
 
 
@@ -386,8 +390,9 @@ class Store:
     ) -> list[tuple[int, Event]]:
         """The latest ``limit`` applied events of a partition at or after ``from_offset``.
 
-        Rows applied before revision 0002 (without item, type and time) are skipped. Applied
-        events carry no topic: one database serves one events topic.
+        Only clicks and purchases: feedback (impressions, dismissals) never feeds the stream
+        state. Rows applied before revision 0002 (without item, type and time) are skipped.
+        Applied events carry no topic: one database serves one events topic.
 
         Returns:
             ``(offset, event)`` pairs in offset order.
@@ -401,7 +406,7 @@ class Store:
                 (c.partition == partition)
                 & (c.offset >= from_offset)
                 & c.item_id.is_not(None)
-                & c.type.in_(EVENT_TYPES)
+                & c.type.in_(INTERACTION_TYPES)  # feedback never feeds the stream state
                 & c.ts.is_not(None)
             )
             .order_by(c.offset.desc())
@@ -495,6 +500,8 @@ def _user_state(row: Any) -> UserState:
         purchased=tuple(json.loads(row.purchased)),
         n_events=row.n_events,
         last_ts=row.last_ts,
+        dismissed=tuple(json.loads(row.dismissed)),
+        impressions=tuple((str(i), int(n)) for i, n in json.loads(row.impressions)),
     )
 
 

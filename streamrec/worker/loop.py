@@ -533,5 +533,9 @@ class Worker:
         for stage, seconds in stats.stage_seconds.items():
             self.metrics.stage_seconds.labels(stage=stage).observe(seconds)
         self.metrics.new_item_vectors.inc(stats.new_item_vectors)
+        for (arm, etype), count in stats.arm_events.items():
+            self.metrics.arm_events.labels(arm=arm, type=etype).inc(count)
+        for arm, count in stats.arm_recommendations.items():
+            self.metrics.arm_recommendations.labels(arm=arm).inc(count)
         for (source, kind), count in stats.slots.items():
             self.metrics.recommended_slots.labels(source=source, item=kind).inc(count)

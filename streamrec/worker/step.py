@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -22,9 +22,10 @@ from streamrec.errors import BadEvent
 from streamrec.io.codec import dead_letter_headers, decode_event, encode_recommendation
 from streamrec.ops.quality import RecObservation
 from streamrec.ops.settings import Settings
+from streamrec.ranking.arms import Arm, Assignment
 from streamrec.ranking.encoder import Encoder
 from streamrec.ranking.index import ItemIndex
-from streamrec.ranking.rank import exclusions, rank
+from streamrec.ranking.rank import demotions, exclusions, rank
 from streamrec.state.batch import AppliedEvent, BatchWrite, OutboxMessage, read_versions
 
 if TYPE_CHECKING:
@@ -62,10 +63,12 @@ class BatchStats:
         stage_seconds: seconds spent per stage.
         recommended: one observation per recommendation, in order.
         slots: recommended slots per (source, item kind): the source is the candidate source
-            that placed the item (``ann``, ``trending``, ``covisit``), ``explore`` for an
-            exploration slot, ``encoder`` in encoder-only ranking; the kind is ``trained`` or
-            ``new`` (an item the model was not trained on).
+            that placed the item (``ann``, ``trending``, ``covisit``, ``coldstart``),
+            ``explore`` for an exploration slot, ``encoder`` in encoder-only ranking; the kind
+            is ``trained`` or ``new`` (an item the model was not trained on).
         new_item_vectors: evidence vectors written to the index for new items.
+        arm_events: in an A/B test, fresh events per (arm of the user, event type).
+        arm_recommendations: in an A/B test, recommendations per arm.
     """
 
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -74,6 +77,8 @@ class BatchStats:
     recommended: list[RecObservation] = field(default_factory=list)
     slots: Counter[tuple[str, str]] = field(default_factory=Counter)
     new_item_vectors: int = 0
+    arm_events: Counter[tuple[str, str]] = field(default_factory=Counter)
+    arm_recommendations: Counter[str] = field(default_factory=Counter)
 
 
 class Pipeline:
@@ -120,6 +125,22 @@ class Pipeline:
         self.model_version = model_version
         self.clock = clock
         self.max_len = min(settings.history_max_len, max(encoder.max_len, 1))
+        arms = [Arm(a.name, a.weight, a.overrides()) for a in settings.ab_arms]
+        self.assignment = Assignment(arms, settings.ab_salt) if arms else None
+        base = settings.impression_demote_strength
+        self._strength = {a.name: a.overrides.get("impression_demote_strength", base) for a in arms}
+        self.arm_rankers = self._arm_rankers(ranker)
+
+    def _arm_rankers(self, ranker: Ranker | None) -> dict[str, Ranker]:
+        """Per A/B arm, a ranker of its policy sharing ``ranker``'s state (none without a
+        test; an arm changes the fused ranking only)."""
+        if self.assignment is None or ranker is None:
+            return {}
+        return {a.name: ranker.with_config(a.config(ranker.config)) for a in self.assignment.arms}
+
+    def arm_of(self, user_id: str) -> str | None:
+        """The user's A/B arm (None without a test)."""
+        return None if self.assignment is None else self.assignment.arm_of(user_id)
 
     def use_model(
         self,
@@ -137,6 +158,7 @@ class Pipeline:
         self.ranker = ranker
         self._trained = frozenset(trained) if trained is not None and ranker is None else None
         self.max_len = min(self.settings.history_max_len, max(encoder.max_len, 1))
+        self.arm_rankers = self._arm_rankers(ranker)
 
     def process(
         self, records: Sequence[Record], store: StateReader, generations: dict[int, int]
@@ -155,14 +177,15 @@ class Pipeline:
             current = store.load_users(sorted({e.user_id for _, e in fresh}))
             write.existing_users = set(current)
             write.user_versions = read_versions(current)  # the guards of the users' updates
-            snapshots = self._fold(fresh, current, write)
+            snapshots = self._fold(fresh, current, write, stats)
         if not snapshots:
             return write, stats
-        lists = self._recommend(snapshots, stats)
+        arms = [self.arm_of(e.user_id) for _, e, _ in snapshots]
+        lists = self._recommend(snapshots, stats, arms)
         now_ms = int(self.clock() * 1000)
-        for (rec, event, state), items in zip(snapshots, lists, strict=True):
+        for (rec, event, state), items, arm in zip(snapshots, lists, arms, strict=True):
             try:
-                write.messages.append(self._rec_message(rec, event, items, now_ms))
+                write.messages.append(self._rec_message(rec, event, items, now_ms, arm))
             except ValueError as exc:  # a non-finite score: never published (README)
                 bad = BadEvent("bad_score", str(exc))
                 write.messages.append(self._dead_letter(rec, bad))
@@ -170,6 +193,8 @@ class Pipeline:
                 stats.outcomes[(event.type, "dead_letter")] += 1
                 continue
             stats.outcomes[(event.type, "recommended")] += 1
+            if arm is not None:
+                stats.arm_recommendations[arm] += 1
             stats.recommended.append(
                 RecObservation(
                     user_id=event.user_id,
@@ -183,10 +208,21 @@ class Pipeline:
         return write, stats
 
     def _recommend(
-        self, snapshots: list[tuple[Record, Event, UserState]], stats: BatchStats
+        self,
+        snapshots: list[tuple[Record, Event, UserState]],
+        stats: BatchStats,
+        arms: list[str | None],
     ) -> list[tuple[RecItem, ...]]:
         """One ranked list per snapshot: the fused ranker, or encoder + index alone."""
         excl = [exclusions(s, self.settings.exclude_history) for _, _, s in snapshots]
+        after, base = (
+            self.settings.impression_demote_after,
+            self.settings.impression_demote_strength,
+        )
+        demote = [
+            demotions(s, after, base if arm is None else self._strength[arm])
+            for (_, _, s), arm in zip(snapshots, arms, strict=True)
+        ]
         if self.ranker is not None:
             with _timed(stats, "rank"):
                 written = self.ranker.new_items.updates
@@ -195,37 +231,86 @@ class Pipeline:
                     # re-read after a failed commit) is not counted again
                     self.ranker.observe(event, rec.partition, rec.offset)
                 stats.new_item_vectors += self.ranker.new_items.updates - written
-                shown = self.ranker.recommend_batch(
-                    [s for _, _, s in snapshots],
-                    excl,
-                    self.settings.top_k,
-                    keys=[e.event_id for _, e, _ in snapshots],
-                )
+                shown = self._rank_by_arm(snapshots, excl, demote, arms)
             self.last_shown = [
                 (e.user_id, items) for (_, e, _), items in zip(snapshots, shown, strict=True)
             ]
             for items in shown:
                 for s in items:
                     stats.slots[("explore" if s.explored else s.source, self._kind(s.item_id))] += 1
+            if not self.settings.output_reasons:
+                return [
+                    tuple(
+                        RecItem(s.item_id, round(float(s.score), 6), s.propensity, s.explored)
+                        for s in items
+                    )
+                    for items in shown
+                ]
             return [
                 tuple(
-                    RecItem(s.item_id, round(float(s.score), 6), s.propensity, s.explored)
+                    RecItem(
+                        s.item_id,
+                        round(float(s.score), 6),
+                        s.propensity,
+                        s.explored,
+                        "explore" if s.explored else s.source,
+                        s.anchor,
+                    )
                     for s in items
                 )
                 for items in shown
             ]
         with _timed(stats, "encode"):
             vectors = self.encoder.encode([self._history_vectors(s) for _, _, s in snapshots])
+        # demoted items may fall out of the top k: fetch as many more candidates
+        fetch = self.settings.top_k + max((len(d) for d in demote), default=0)
         with _timed(stats, "search"):
-            found = self.index.search(vectors, self.settings.top_k, excl)
+            found = self.index.search(vectors, fetch, excl)
         lists = [
-            rank(cands, self.settings.top_k, skip, self.index.is_live)
-            for cands, skip in zip(found, excl, strict=True)
+            rank(cands, self.settings.top_k, skip, self.index.is_live, down)
+            for cands, skip, down in zip(found, excl, demote, strict=True)
         ]
         for ranked in lists:
             for item in ranked:
                 stats.slots[("encoder", self._kind(item.item_id))] += 1
-        return lists
+        if not self.settings.output_reasons:
+            return lists
+        # the encoder's neighbours of the user, or of the catalog centroid without known history
+        index = self.index
+        sources = [
+            "ann" if any(i in index for i in s.history[-self.max_len :]) else "coldstart"
+            for _, _, s in snapshots
+        ]
+        return [
+            tuple(replace(item, source=source) for item in ranked)
+            for ranked, source in zip(lists, sources, strict=True)
+        ]
+
+    def _rank_by_arm(
+        self,
+        snapshots: list[tuple[Record, Event, UserState]],
+        excl: list[set[str]],
+        demote: list[dict[str, float]],
+        arms: list[str | None],
+    ) -> list[list[ShownItem]]:
+        """The fused ranker's lists, each by the ranker of its user's arm (in an A/B test)."""
+        assert self.ranker is not None
+        groups: dict[str | None, list[int]] = {}
+        for row, arm in enumerate(arms):
+            groups.setdefault(arm if self.arm_rankers else None, []).append(row)
+        shown: list[list[ShownItem]] = [[] for _ in snapshots]
+        for arm, rows in groups.items():
+            ranker = self.ranker if arm is None else self.arm_rankers[arm]
+            lists = ranker.recommend_batch(
+                [snapshots[r][2] for r in rows],
+                [excl[r] for r in rows],
+                self.settings.top_k,
+                keys=[snapshots[r][1].event_id for r in rows],
+                demote=[demote[r] for r in rows],
+            )
+            for row, items in zip(rows, lists, strict=True):
+                shown[row] = items
+        return shown
 
     def _kind(self, item_id: str) -> str:
         """``new`` for an item the model was not trained on, else ``trained`` (slot metrics)."""
@@ -279,6 +364,7 @@ class Pipeline:
         fresh: list[tuple[Record, Event]],
         current: dict[str, UserState],
         write: BatchWrite,
+        stats: BatchStats,
     ) -> list[tuple[Record, Event, UserState]]:
         snapshots = []
         for rec, event in fresh:
@@ -289,7 +375,12 @@ class Pipeline:
             )
             write.users[event.user_id] = state
             write.applied.append(AppliedEvent(event, rec.partition, rec.offset))
-            snapshots.append((rec, event, state))
+            if self.assignment is not None:
+                stats.arm_events[(self.assignment.arm_of(event.user_id), event.type)] += 1
+            if event.is_feedback:  # folded into the state only: never answered (README)
+                stats.outcomes[(event.type, "applied")] += 1
+            else:
+                snapshots.append((rec, event, state))
         return snapshots
 
     def _history_vectors(self, state: UserState) -> np.ndarray:
@@ -299,7 +390,9 @@ class Pipeline:
             return self.index.centroid[None, :].astype(np.float32)
         return vecs
 
-    def _rec_message(self, rec: Record, event: Event, items: tuple, now_ms: int) -> OutboxMessage:
+    def _rec_message(
+        self, rec: Record, event: Event, items: tuple, now_ms: int, arm: str | None = None
+    ) -> OutboxMessage:
         recommendation = Recommendation(
             rec_id=rec_id_for(event.event_id),
             user_id=event.user_id,
@@ -307,6 +400,7 @@ class Pipeline:
             items=items,
             model_version=self.model_version,
             generated_at=now_ms,
+            arm=arm,
         )
         return OutboxMessage(
             topic=self.settings.recs_topic,

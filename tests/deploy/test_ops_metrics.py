@@ -163,7 +163,7 @@ def test_new_item_metrics() -> None:
     assert ("streamrec_new_items", ()) not in s  # nothing bound: no sample (encoder ranking)
     assert s[("streamrec_new_item_vectors_total", ())] == 0
     slots = {labels for (name, labels) in s if name == "streamrec_recommended_slots_total"}
-    assert len(slots) == 10  # every (source, item) pair exists from the start, at 0
+    assert len(slots) == 12  # every (source, item) pair exists from the start, at 0
     assert (("item", "new"), ("source", "explore")) in slots
     searchable = [3]
     metrics.bind_new_items(lambda: searchable[0])

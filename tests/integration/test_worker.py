@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from support import producer, read_topic, running_worker, scrape, send_events
 
-from streamrec.core.events import CatalogOp, Event
+from streamrec.core.events import REASON_SOURCES, CatalogOp, Event
 from streamrec.io.clients import ensure_topics
 from streamrec.io.codec import encode_catalog, encode_event
 from streamrec.ops.settings import Settings
@@ -251,6 +251,8 @@ def test_output_topic_is_readable_with_confluent_kafka(settings: Settings) -> No
             "generated_at",
         }
         assert msg.key().decode() == body["user_id"] == user_of[body["event_id"]]
-        assert all(
-            set(it) == {"item_id", "score", "propensity", "explored"} for it in body["items"]
-        )
+        for it in body["items"]:  # an anchor exactly for co-visitation
+            keys = {"item_id", "score", "propensity", "explored", "source"}
+            assert set(it) == keys | ({"anchor"} if it["source"] == "covisit" else set())
+            assert it["source"] in REASON_SOURCES
+            assert (it["source"] == "explore") == it["explored"]

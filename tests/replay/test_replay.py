@@ -179,3 +179,36 @@ def test_ope_cli(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     got = json.loads(result.output)
     assert got["ips"] == pytest.approx(1 / 0.9) and got["snips"] == pytest.approx(1.0)
+
+
+def test_replay_with_impressions_demotes_what_was_shown(
+    data: ReplayData, encoder: OnnxEncoder
+) -> None:
+    """Every published list is shown: without demotion nothing changes; with it, users are
+    shown far fewer items they were already shown."""
+    from streamrec.ops.settings import load_settings
+
+    config = RankingConfig(explore_rate=0.0)
+    plain = replay_config(data, encoder, config, progress=False)
+    off = replay_config(
+        data,
+        encoder,
+        config,
+        settings=load_settings(impression_demote_strength=0.0),
+        progress=False,
+        impressions=True,
+    )
+    on = replay_config(
+        data,
+        encoder,
+        config,
+        settings=load_settings(impression_demote_strength=2.0, impression_demote_after=1),
+        progress=False,
+        impressions=True,
+    )
+    for row in (plain, off, on):
+        row.pop("seconds")
+    assert off == plain
+    assert on["overall"]["n"] == 750
+    assert on["repeat_share"] < 0.5 * off["repeat_share"]
+    assert on["overall"] != off["overall"]

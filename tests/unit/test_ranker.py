@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -107,7 +109,7 @@ def test_a_new_user_gets_k_items_before_any_trending_evidence() -> None:
     rec = make_ranker(explore_rate=0.0)  # nothing observed: trending and co-visitation empty
     [shown] = rec.recommend_batch([EMPTY], [{"i3"}], 10)
     assert len({s.item_id for s in shown}) == 10 and "i3" not in {s.item_id for s in shown}
-    assert {s.source for s in shown} == {"ann"} and all(s.score == 0.0 for s in shown)
+    assert {s.source for s in shown} == {"coldstart"} and all(s.score == 0.0 for s in shown)
     feed(rec)  # once trending exists it leads, and the encoder only fills the rest
     [warm] = rec.recommend_batch([EMPTY], [set()], 10)
     top = [i for i, _ in rec.trending.top(10)]
@@ -188,8 +190,27 @@ def reference_lists(
             tail = [Fused(i, score.get(i, 0.0), "ann") for i, _ in ann if i not in shown]
             pool = ListPool(tail[: cfg.explore_pool])
         rng = request_rng(cfg.seed, key)
-        out.append(epsilon_slots(fused[:k], pool, k, cfg.explore_rate, rng))
+        listed = epsilon_slots(fused[:k], pool, k, cfg.explore_rate, rng)
+        out.append([reference_reason(rec, state, s) for s in listed])
     return out
+
+
+def reference_reason(rec: Ranker, state: UserState, s: ShownItem) -> ShownItem:
+    """The reason of a listed item: a co-visited item's anchor is the recent history item
+    with the largest ``recency_decay ** age * count`` (ties to the latest); the encoder's
+    candidates of a user without known history are ``coldstart``."""
+    if s.explored:
+        return s
+    if s.source == "covisit":
+        tail = list(reversed(state.history[-rec.config.covisit_recent :]))
+        parts = [
+            (0.7**age * rec.covisit.count(h, s.item_id), -age, h) for age, h in enumerate(tail)
+        ]
+        weight, _, anchor = max(parts)
+        return dataclasses.replace(s, anchor=anchor if weight > 0 else None)
+    if s.source == "ann" and rec.known_history(state) == 0:
+        return dataclasses.replace(s, source="coldstart")
+    return s
 
 
 def busy_ranker(seed: int, **overrides: object) -> tuple[Ranker, list[UserState], list[set[str]]]:

@@ -116,8 +116,10 @@ def test_mixed_batch_recommendations_and_dead_letters() -> None:
         ids = [it["item_id"] for it in body["items"]]
         assert len(set(ids)) == K
         assert all(
-            set(it) == {"item_id", "score", "propensity", "explored"} for it in body["items"]
+            set(it) == {"item_id", "score", "propensity", "explored", "source"}
+            for it in body["items"]
         )
+        assert {it["source"] for it in body["items"]} <= {"ann", "coldstart"}
         scores = [it["score"] for it in body["items"]]
         assert scores == sorted(scores, reverse=True)
         # snapshot at this event: purchases (and history, by default) never recommended
@@ -341,7 +343,7 @@ def test_fused_stats_count_new_item_vectors_and_slots_by_source_and_item_kind() 
     new_shown = sum(1 for s in shown if s.item_id == "fresh")
     assert new_shown >= 1
     assert sum(n for (_, kind), n in stats.slots.items() if kind == "new") == new_shown
-    assert {source for source, _ in stats.slots} <= {"ann", "trending", "covisit"}
+    assert {source for source, _ in stats.slots} <= {"ann", "trending", "covisit", "coldstart"}
     for source in {s.source for s in shown}:
         assert stats.slots[(source, "trained")] + stats.slots[(source, "new")] == sum(
             1 for s in shown if s.source == source
