@@ -6,8 +6,7 @@
 (``streamrec.core.history``). Existing rows start with empty lists.
 
 Revision ID: 0005
-Revises: 0003 (on this branch; 0004, applied-event retention, is on another branch: when both
-are merged this revision follows 0004 instead, a one-line change of ``down_revision``)
+Revises: 0004
 Create Date: 2026-12-06
 """
 
@@ -15,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

@@ -66,8 +66,8 @@ def _migrate_to(url: str, revision: str, downgrade: bool = False) -> None:
 
 
 def test_migration_0005_gives_existing_users_empty_feedback(db_url: str) -> None:
-    _migrate_to(db_url, "0003")
-    insert_old = text(  # as a worker of revision 0003 writes a user
+    _migrate_to(db_url, "0004")
+    insert_old = text(  # as a worker of revision 0004 writes a user
         "INSERT INTO users (user_id, history, purchased, n_events, last_ts) "
         """VALUES (:u, '["a"]', '[]', 1, 5)"""
     )
@@ -85,7 +85,7 @@ def test_migration_0005_gives_existing_users_empty_feedback(db_url: str) -> None
             "u1": WITH_FEEDBACK,
             "u2": UserState(history=("a",), n_events=1, last_ts=5),
         }
-    _migrate_to(db_url, "0003", downgrade=True)
+    _migrate_to(db_url, "0004", downgrade=True)
     with Store(db_url) as store:
         columns = {c["name"] for c in inspect(store.engine).get_columns("users")}
         assert not {"dismissed", "impressions"} & columns

@@ -3,6 +3,8 @@ changes made during the build are kept, and a revived item is searchable again."
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -52,12 +54,26 @@ def test_below_the_ratio_nothing_happens() -> None:
     assert not compactor.tick() and index.stats().deleted == 10
 
 
-def test_changes_during_a_background_build_are_replayed_at_the_swap() -> None:
+def test_changes_during_a_background_build_are_replayed_at_the_swap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    import streamrec.ranking.compaction as compaction
+
     index = random_index(300, DIM, seed=4)
     ids = [f"i{n}" for n in range(300)] + [f"n{n}" for n in range(20)]
     for n in range(0, 300, 2):
         index.remove(f"i{n}")
     swapped: list[float] = []
+    go = threading.Event()  # the build waits for it: the changes below land during the build
+    real_build = compaction.build_graph
+
+    def held_build(*args: Any, **kwargs: Any) -> Any:
+        assert go.wait(30), "the test never released the build"
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(compaction, "build_graph", held_build)
     compactor = Compactor(index, ratio=0.3, on_done=swapped.append)
     assert not compactor.tick() and compactor.running  # started, not swapped yet
     # meanwhile the old graph serves and the catalog changes
@@ -68,6 +84,7 @@ def test_changes_during_a_background_build_are_replayed_at_the_swap() -> None:
     index.upsert("i2", rng.normal(size=DIM).tolist(), available=True)  # revived
     index.upsert("i5", rng.normal(size=DIM).tolist(), available=True)  # moved
     _check_exact(index, ids, seed=6)
+    go.set()
     compactor.wait(30)
     assert compactor.tick() and len(swapped) == 1 and not compactor.running
     assert index.stats().deleted == 1  # i1, deleted after the copy was taken
