@@ -6,7 +6,9 @@ One run, one process, writes ``benchmarks/NEW_ITEMS.md`` (and re-assembles BENCH
   the ``Worker`` in a thread with the product's default settings (fused ranking, exploration
   0.05), and background traffic from the simulator at ``--rate`` events/s, produced by a
   separate process (so that it does not compete with the worker for the GIL);
-* then ``--new-items`` items the model never saw are introduced one at a time. For item N, an
+* then ``--new-items`` items the model never saw are introduced one at a time. Item N is first
+  upserted in the catalog without a vector (the index holds it at the centroid: an id seen only
+  in events is never recommended), then an
   evidence user clicks two trained items A and B (rarely visited ones, so that the background
   traffic does not crowd N out of their co-visitation neighbourhood) and then N: that click is
   the first evidence, N now co-occurs with trained items. Right after it, a probe user clicks
@@ -52,8 +54,8 @@ from harness import (
 )
 from kafka import KafkaProducer
 
-from streamrec.core.events import Event
-from streamrec.io.codec import encode_event
+from streamrec.core.events import CatalogOp, Event
+from streamrec.io.codec import encode_catalog, encode_event
 from streamrec.io.simulate import SimConfig, Simulator
 from streamrec.io.traffic import produce_events
 from streamrec.ops.settings import Settings
@@ -141,6 +143,19 @@ def send(prod: KafkaProducer, topic: str, event: Event, partition: int) -> Any:
     )
 
 
+def announce(prod: KafkaProducer, settings: Settings, item: str, worker: Worker) -> None:
+    """The catalog upserts the new item (no vector) and the worker's index holds it.
+
+    Only items the catalog knows become recommendable (``streamrec.ranking.coldstart``); an id
+    seen only in events never does.
+    """
+    op = CatalogOp(item, "upsert", True, int(time.time() * 1000))
+    prod.send(settings.items_topic, key=item.encode(), value=encode_catalog(op)).get(30)
+    deadline = time.monotonic() + 30
+    while item not in worker.model.index and time.monotonic() < deadline:
+        time.sleep(0.002)
+
+
 def introduce(prod: KafkaProducer, settings: Settings, probe: Probe, j: int) -> None:
     """Evidence for one new item, then the probe user's events; times the evidence."""
     a, b = probe.context
@@ -223,6 +238,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         started = time.monotonic()
         lists_before = reader.lists
         for j, probe in enumerate(probes):
+            announce(prod, settings, probe.item, worker)
             introduce(prod, settings, probe, j)
             wait_for(probe, worker, reader, args.timeout_s)
             say(

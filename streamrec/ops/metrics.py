@@ -251,6 +251,11 @@ class Metrics:
             "state (trending, co-visitation) when partitions were claimed.",
             registry=r,
         )
+        self.applied_events_pruned = Counter(
+            "streamrec_applied_events_pruned_total",
+            "Applied event ids deleted from the dedupe table past its retention window.",
+            registry=r,
+        )
         self.up = Gauge(
             "streamrec_ready",
             "1 when the worker has partitions, a model and a reachable database.",

@@ -98,9 +98,22 @@ class Settings(BaseSettings):
     trending_half_life_s: float = Field(
         7 * 86400.0, gt=0, description="half-life of the trending list, in event-time seconds"
     )
+    trending_min_score: float = Field(
+        0.001,
+        ge=0,
+        description="decayed score (in clicks) under which an item's trending row is forgotten",
+    )
     covisit_window: int = Field(20, ge=1, description="earlier events of a user paired per event")
     covisit_half_life_s: float = Field(
         30 * 86400.0, ge=0, description="half-life of co-visitation counts, event-time s (0: none)"
+    )
+    covisit_max_users: int = Field(
+        200_000,
+        ge=1,
+        description=(
+            "users whose recent window co-visitation remembers (least recently active "
+            "forgotten first): about 1 to 2 KiB each, 200,000 users at most ~400 MiB"
+        ),
     )
     purchase_weight: float = Field(
         3.0, ge=0, description="weight of a purchase relative to a click (trending, co-visitation)"
@@ -140,6 +153,19 @@ class Settings(BaseSettings):
             "applied events per claimed partition (the latest ones) read back from the database "
             "into the fused ranking's trending and co-visitation state; 0 disables the restore"
         ),
+    )
+
+    applied_events_retention_hours: float = Field(
+        192.0,
+        ge=0,
+        description=(
+            "applied event ids are kept (deduplicated) this long after they were applied, then "
+            "deleted; keep it above the input topic's retention (Kafka's default 168 h) plus a "
+            "margin; 0 keeps them forever"
+        ),
+    )
+    applied_events_prune_rows: int = Field(
+        5000, ge=1, description="applied events deleted per prune (one short DELETE per loop)"
     )
 
     # Operations

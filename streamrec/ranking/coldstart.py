@@ -1,7 +1,7 @@
 """Vectors for items the model never saw, from the first evidence in the stream.
 
-A new item (not among the trained items) gets a vector as soon as it co-occurs with a trained
-item in some user's recent window (``covisit.CoVisitation``)::
+A new item (not among the trained items) that the catalog knows gets a vector as soon as it
+co-occurs with a trained item in some user's recent window (``covisit.CoVisitation``)::
 
     cooc(x) = direction of  sum_j c(x, j) * v_j   over trained neighbours j,
               scaled to the weighted mean norm of those v_j, times n(x) / (n(x) + prior)
@@ -17,6 +17,14 @@ the vectors of items with little evidence: in inner-product search a full-norm a
 popular neighbours outranks the items a user actually wants. The first vector is written to
 the index in the same call that saw the evidence, so the item is searchable at once (well
 within a second of the event).
+
+**Only items the catalog knows get a vector.** An item id seen only in events (the default
+``unknown_item_policy=accept`` keeps such events in the users' histories) is not in the index
+and is not written into it: it is never searched, sampled or shown, whatever its trending or
+co-visitation evidence (which is still counted). When the catalog upserts it
+(``on_catalog_upsert``), the index holds it at once (the catalog's vector, or the centroid) and
+its evidence vector, if it has evidence by then, is written in the same call. Junk ids in events
+thus never reach other users' lists, and they keep no per-item state here.
 
 Rewriting an item's vector costs an HNSW update (hundreds of microseconds at 100,000 items), and
 an event touches every new item in the user's co-visitation window, so vectors are rewritten on
@@ -115,6 +123,16 @@ class NewItemVectors:
             self._vectored.add(item_id)  # the catalog wrote this vector into the index
         self.update_searchable(item_id)
 
+    def on_catalog_upsert(self, item_id: str, vector: Iterable[float] | None) -> list[str]:
+        """The catalog upserted ``item_id`` (the index applied it): remember its content
+        vector and, for a new item with evidence, write its evidence vector now.
+
+        Returns:
+            ``[item_id]`` when its vector was written, else ``[]``.
+        """
+        self.set_content(item_id, vector)
+        return self.write_vectors([item_id])
+
     def on_pairs(self, item_id: str, paired: Iterable[str]) -> list[str]:
         """After an event of ``item_id`` paired with ``paired``: refresh the new items' vectors
         that are due (module docstring: the first at once, later on a geometric schedule).
@@ -124,7 +142,7 @@ class NewItemVectors:
         """
         due = []
         for item in {item_id, *paired}:
-            if not self.is_new(item):
+            if not self.is_new(item) or item not in self.index:  # not in the catalog (yet)
                 continue
             touches = self._touches.get(item, 0) + 1
             self._touches[item] = touches
@@ -144,10 +162,12 @@ class NewItemVectors:
             the new items whose vector was written.
         """
         written = []
-        for new in sorted({i for i in items if self.is_new(i)}):
+        index = self.index
+        for new in sorted({i for i in items if self.is_new(i) and i in index}):
             vector = self.vector_for(new)
             if vector is not None:
-                self.index.upsert(new, vector.tolist(), available=self._available(new))
+                # an item the catalog removed (or made unavailable) stays hidden
+                index.upsert(new, vector.tolist(), available=index.is_live(new))
                 self.updates += 1
                 self._written_at[new] = self._touches.get(new, 0)
                 self._vectored.add(new)
@@ -178,7 +198,3 @@ class NewItemVectors:
             return cooc.astype(np.float32)
         blended = (self.content_weight * content + n * cooc) / (self.content_weight + n)
         return blended.astype(np.float32)
-
-    def _available(self, item_id: str) -> bool:
-        # A new item only known from events is available; one the catalog removed stays removed.
-        return item_id not in self.index or self.index.is_live(item_id)

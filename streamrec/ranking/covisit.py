@@ -15,7 +15,12 @@ costs nothing per event (a common factor does not change any ranking); ``neighbo
 Memory stays bounded per item: when an item has more than ``2 * max_neighbors`` neighbours the
 weakest are dropped down to ``max_neighbors`` (a standard approximation: rare pairs are the
 ones forgotten). The per-user windows are bounded by ``max_users`` (least recently active users
-are forgotten first).
+are forgotten first: a forgotten user's next event starts a new window). Measured with
+tracemalloc (CPython 3.12, 50,000 users, window 20): a remembered user costs about 0.9 KiB with
+one event in its window and 2.0 KiB with a full window of 20 (a deque, its pairs, the ordered
+dict's entry and the user id string), so the worker's default of 200,000 users
+(``STREAMREC_COVISIT_MAX_USERS``) holds at most about 400 MiB, the former hard-coded 1,000,000
+about 2 GiB.
 
 Candidates for a user are the neighbours of the last ``recent`` items of the history, each
 history item weighted by ``recency_decay ** age`` (age 0 = latest), scores summed.
@@ -58,7 +63,7 @@ class CoVisitation:
         window: int = 20,
         event_weights: Mapping[str, float] = DEFAULT_EVENT_WEIGHTS,
         max_neighbors: int = 200,
-        max_users: int = 1_000_000,
+        max_users: int = 200_000,
         half_life_s: float | None = None,
     ) -> None:
         if window < 1 or max_neighbors < 1 or max_users < 1:

@@ -2,7 +2,9 @@
 
 ``Ranker.observe(event, partition, offset)`` keeps the stream-fed state up to date (in
 memory; its clock is the events' ``ts``): the time-decayed trending list, item-to-item
-co-visitation, and vectors of items the model never saw (written to the index at once). Each
+co-visitation, and vectors of items the model never saw (written to the index at once, once the
+catalog knows the item: an item id seen only in events is counted but never recommended, by any
+source, until the catalog upserts it; ``streamrec.ranking.coldstart``). Each
 partition's offsets are counted once (a batch re-read after a failed commit is skipped), and
 ``restore`` rebuilds the state from a partition's recent events (the worker reads them from
 the database when it claims the partition). ``recommend_batch`` replaces the
@@ -86,9 +88,13 @@ class RankingConfig:
             weight.
         trending_floor: share of the trending weight kept for long histories.
         trending_half_life_s: half-life of trending contributions, seconds of event time.
+        trending_min_score: decayed score under which a trending row is forgotten when the
+            table is pruned (``trending.Trending``; 0: never).
         covisit_window: previous events of a user each event is paired with.
         covisit_recent: latest history items whose neighbours are candidates.
         covisit_max_neighbors: neighbours kept per item.
+        covisit_max_users: users whose recent window is remembered (``covisit.CoVisitation``;
+            its module docstring gives the memory per user).
         covisit_half_life_s: half-life of co-visitation counts in event-time seconds (None:
             counts never decay).
         new_item_vectors: give never-trained items vectors from co-occurrence evidence.
@@ -114,9 +120,11 @@ class RankingConfig:
     blend_half_history: float = 3.0
     trending_floor: float = 0.0
     trending_half_life_s: float = 7 * 86400.0
+    trending_min_score: float = 0.001
     covisit_window: int = 20
     covisit_recent: int = 5
     covisit_max_neighbors: int = 200
+    covisit_max_users: int = 200_000
     covisit_half_life_s: float | None = 30 * 86400.0
     new_item_vectors: bool = True
     content_weight: float = 2.0
@@ -141,7 +149,9 @@ class RankingConfig:
             blend_half_history=settings.blend_half_history,
             trending_floor=settings.trending_floor,
             trending_half_life_s=settings.trending_half_life_s,
+            trending_min_score=settings.trending_min_score,
             covisit_window=settings.covisit_window,
+            covisit_max_users=settings.covisit_max_users,
             covisit_half_life_s=settings.covisit_half_life_s or None,
             new_item_vectors=settings.new_item_vectors,
             new_item_prior=settings.new_item_prior,
@@ -184,11 +194,14 @@ class Ranker:
         self.index = index
         self.config = config or RankingConfig()
         cfg = self.config
-        self.trending = Trending(cfg.trending_half_life_s, cfg.event_weights)
+        self.trending = Trending(
+            cfg.trending_half_life_s, cfg.event_weights, prune_below=cfg.trending_min_score
+        )
         self.covisit = CoVisitation(
             cfg.covisit_window,
             cfg.event_weights,
             max_neighbors=cfg.covisit_max_neighbors,
+            max_users=cfg.covisit_max_users,
             half_life_s=cfg.covisit_half_life_s,
         )
         self.new_items = NewItemVectors(
@@ -264,7 +277,10 @@ class Ranker:
     def observe_catalog(self, op: CatalogOp) -> None:
         """Remember content features of a catalog item (call after the index applied ``op``)."""
         if op.op == "upsert":
-            self.new_items.set_content(op.item_id, op.vector)
+            if self.config.new_item_vectors:  # evidence counted before the catalog knew it
+                self.new_items.on_catalog_upsert(op.item_id, op.vector)
+            else:
+                self.new_items.set_content(op.item_id, op.vector)
         # deletes and unavailable upserts hide a new item
         self.new_items.update_searchable(op.item_id)
 

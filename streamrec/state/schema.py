@@ -36,7 +36,9 @@ users = Table(
 )
 # One row per applied event: the dedupe key, and (since revision 0002) the event itself, which
 # the worker reads back to restore its in-memory stream state. Rows written before 0002 have
-# NULL item_id, type and ts and are skipped by restores.
+# NULL item_id, type and ts and are skipped by restores. ``applied_at_ms`` (revision 0004, the
+# worker's wall clock at the commit) is what the retention window prunes by
+# (``streamrec.state.retention``); NULL only in rows a pre-0004 worker wrote, never pruned.
 applied_events = Table(
     "applied_events",
     metadata,
@@ -47,7 +49,9 @@ applied_events = Table(
     Column("item_id", ID, nullable=True),
     Column("type", String(32), nullable=True),
     Column("ts", BigInteger, nullable=True),  # event time, epoch ms
+    Column("applied_at_ms", BigInteger, nullable=True),  # commit time, epoch ms
     Index("ix_applied_events_partition_offset", "partition", "offset"),
+    Index("ix_applied_events_applied_at_ms", "applied_at_ms"),
 )
 partition_offsets = Table(
     "partition_offsets",

@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,11 +122,26 @@ def make_engine(url: str, timeout_ms: int = 2000) -> Engine:
 
 
 class Store:
-    """The worker's database: users, applied event ids, offsets with generations, outbox."""
+    """The worker's database: users, applied event ids, offsets with generations, outbox.
 
-    def __init__(self, url: str, group_id: str = "streamrec", timeout_ms: int = 2000) -> None:
+    Args:
+        url: SQLAlchemy database URL.
+        group_id: the consumer group whose offsets and generations this store keeps.
+        timeout_ms: longest wait of one database call (``make_engine``).
+        clock: seconds since the epoch; stamps applied events (``applied_at_ms``), which the
+            retention window prunes by.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        group_id: str = "streamrec",
+        timeout_ms: int = 2000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.url = url
         self.group_id = group_id
+        self.clock = clock
         try:
             self.engine = make_engine(url, timeout_ms)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
@@ -279,9 +295,10 @@ class Store:
                     if res.rowcount != 1:
                         raise FencedError(f"partition {batch.topic}[{p}] has a newer owner")
                 if batch.applied:
+                    now_ms = int(self.clock() * 1000)
                     conn.execute(
                         insert(applied_events),
-                        [_applied_row(a) for a in batch.applied],
+                        [_applied_row(a, now_ms) for a in batch.applied],
                     )
                 # in user order: concurrent batches lock shared rows in the same order
                 written = sorted(batch.users.items())
@@ -397,6 +414,34 @@ class Store:
             raise StoreError(f"reading recent events failed: {type(exc).__name__}") from exc
         return [(int(r[0]), Event(r[1], r[2], r[3], r[4], int(r[5]))) for r in reversed(rows)]
 
+    def prune_applied_events(self, before_ms: int, limit: int) -> int:
+        """Delete at most ``limit`` applied events committed before ``before_ms``, oldest first.
+
+        One short transaction (an index range scan on ``applied_at_ms``), so a caller bounds
+        its time by ``limit``; rows without a commit time (written before revision 0004 by an
+        older worker) are never deleted. Their event ids are no longer deduplicated.
+
+        Returns:
+            the number of rows deleted (``limit`` means more may be due).
+        """
+        if limit <= 0:
+            return 0
+        c = applied_events.c
+        due = (
+            select(c.event_id)
+            .where(c.applied_at_ms < before_ms)
+            .order_by(c.applied_at_ms)
+            .limit(limit)
+        )
+        try:
+            with self.engine.begin() as conn:
+                res = conn.execute(
+                    delete(applied_events).where(c.event_id.in_(due.scalar_subquery()))
+                )
+        except SQLAlchemyError as exc:
+            raise StoreError(f"pruning applied events failed: {type(exc).__name__}") from exc
+        return int(res.rowcount)
+
     def all_users(self) -> dict[str, UserState]:
         """Every user's state (for tests, replay checks and small deployments)."""
         try:
@@ -453,7 +498,7 @@ def _user_state(row: Any) -> UserState:
     )
 
 
-def _applied_row(applied: AppliedEvent) -> dict[str, Any]:
+def _applied_row(applied: AppliedEvent, applied_at_ms: int) -> dict[str, Any]:
     e = applied.event
     return {
         "event_id": e.event_id,
@@ -463,6 +508,7 @@ def _applied_row(applied: AppliedEvent) -> dict[str, Any]:
         "item_id": e.item_id,
         "type": e.type,
         "ts": e.ts,
+        "applied_at_ms": applied_at_ms,
     }
 
 

@@ -13,7 +13,8 @@
 6. commit the offsets to Kafka too (for lag monitoring only; the database is the truth).
 
 Every call this thread makes is bounded below ``max_poll_interval_ms`` (the poll, the
-database's busy and statement timeouts, the catalog slice, the restore slice). A crash
+database's busy and statement timeouts, the catalog slice, the restore slice, the chunk of
+expired applied events pruned: ``streamrec.state.retention``). A crash
 anywhere before 4 loses nothing (the batch is re-read from the stored offsets); a crash after
 4 re-publishes from the outbox on restart (same ``rec_id``: at-least-once output, exactly-once
 state). Signals only set the stop flag: the loop finishes its batch, the relay drains for at
@@ -51,6 +52,7 @@ from streamrec.ops.metrics import Metrics
 from streamrec.ops.settings import Settings
 from streamrec.state.batch import BatchWrite, OutboxMessage
 from streamrec.state.restore import make_state_restore
+from streamrec.state.retention import AppliedEventsRetention
 from streamrec.state.store import Store
 from streamrec.worker.catalog import CatalogFollower
 from streamrec.worker.health import Health, OutputView
@@ -86,6 +88,21 @@ def after_commit(stored: Sequence[OutboxMessage]) -> None:
     A fault-injection point: the fault tests' launcher replaces it to crash the worker
     exactly there and prove that the outbox relay publishes what was committed.
     """
+
+
+def make_retention(
+    settings: Settings, store: Store, clock: Callable[[], float], metrics: Metrics
+) -> AppliedEventsRetention | None:
+    """The pruning of old applied events; None when they are kept forever (retention 0)."""
+    if not settings.applied_events_retention_hours:
+        return None
+    return AppliedEventsRetention(
+        store,
+        settings.applied_events_retention_hours,
+        settings.applied_events_prune_rows,
+        clock,
+        on_pruned=metrics.applied_events_pruned.inc,
+    )
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -143,7 +160,8 @@ class Worker:
         ranker = self.pipeline.ranker
         if ranker is not None:
             self.metrics.bind_new_items(lambda: ranker.new_items.searchable)
-        self.store = Store(settings.db_url, settings.group_id, settings.db_timeout_ms)
+        self.store = Store(settings.db_url, settings.group_id, settings.db_timeout_ms, clock)
+        self.retention = make_retention(settings, self.store, clock, self.metrics)
         self.partitions = Partitions(
             settings.events_topic,
             self.store,
@@ -341,6 +359,8 @@ class Worker:
                 self._claim()
             if not self._paused_for_store:
                 self.partitions.restore_some(self.consumer)
+                if self.retention is not None:
+                    self.retention.step()  # one bounded chunk of old dedupe rows, if due
         except StoreError as exc:
             self._store_failed(exc, [])
         self._apply_backpressure()

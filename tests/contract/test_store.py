@@ -395,7 +395,7 @@ def test_migration_0002_keeps_old_rows_which_restores_skip(db_url: str) -> None:
         columns = {c["name"] for c in inspect(store.engine).get_columns("applied_events")}
         assert {"item_id", "type", "ts"} <= columns
         indexes = inspect(store.engine).get_indexes("applied_events")
-        assert [i["column_names"] for i in indexes] == [["partition", "offset"]]
+        assert ["partition", "offset"] in [i["column_names"] for i in indexes]
         assert store.applied(["old1", "old2"]) == {"old1", "old2"}  # still deduplicated
         assert store.recent_events(0, 0, 10) == []  # NULL item, type and time: skipped
         gen = store.claim_partitions(TOPIC, [0])[0][0]

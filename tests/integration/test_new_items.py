@@ -1,10 +1,13 @@
-"""Cold start through the real broker: a new item is recommendable as soon as evidence exists.
+"""Cold start through the real broker: a new item is recommendable as soon as evidence exists,
+and an item id seen only in events never is.
 
-User A clicks three trained items, then an item N the model never saw (no catalog record, no
-vector: ``unknown_item_policy`` accepts it). That click is the evidence: N co-occurs with
+The catalog announces an item N the model never saw (no vector: it sits at the centroid). User
+A clicks three trained items, then N and an item JUNK that the catalog never announced
+(``unknown_item_policy`` accepts both events). That click is the evidence: N co-occurs with
 trained items, so in the same batch it gets a vector and is searchable. User B then clicks the
 same trained items; the lists published for B's events contain N, and the worker's metrics
-count it. The time from producing the evidence to reading the first list with N is printed,
+count it. JUNK has the same evidence and is trending as much, yet it never enters the index
+nor any list. The time from producing the evidence to reading the first list with N is printed,
 never asserted (speed goals live in ``benchmarks/new_items.py``).
 """
 
@@ -18,15 +21,16 @@ from typing import Any
 import pytest
 from support import producer, read_topic, running_worker, scrape
 
-from streamrec.core.events import Event
+from streamrec.core.events import CatalogOp, Event
 from streamrec.io.clients import ensure_topics
-from streamrec.io.codec import encode_event
+from streamrec.io.codec import encode_catalog, encode_event
 from streamrec.ops.settings import Settings
 from streamrec.ranking.modelfiles import read_model_dir
 
 pytestmark = pytest.mark.broker
 
 NEW = "cold-start-item-N"
+JUNK = "never-in-the-catalog"
 T0_MS = 1_700_000_000_000
 
 
@@ -44,6 +48,7 @@ def test_a_new_item_is_recommended_for_the_next_event_and_counted(settings: Sett
     # B's last list: its history (the three trained items) is excluded, so co-visitation and
     # trending each hold N alone at rank 1, which no encoder-only candidate can outscore
     a_events = [Event(f"a-{n}", "user-A", i, "click", T0_MS + n) for n, i in enumerate(shared)]
+    a_events.append(Event("a-junk", "user-A", JUNK, "click", T0_MS + 9))
     evidence = Event("a-new", "user-A", NEW, "click", T0_MS + 10)
     b_events = [Event(f"b-{n}", "user-B", i, "click", T0_MS + 20 + n) for n, i in enumerate(shared)]
     expected = len(a_events) + 1 + len(b_events)
@@ -53,6 +58,11 @@ def test_a_new_item_is_recommended_for_the_next_event_and_counted(settings: Sett
         if not first_seen and any(NEW in _items(r) for r in records):
             first_seen.append(time.monotonic())
         return len(records) >= expected
+
+    announce = producer(settings, linger_ms=0)  # read by the worker's catch-up at start
+    op = CatalogOp(NEW, "upsert", True, T0_MS)
+    announce.send(settings.items_topic, key=NEW.encode(), value=encode_catalog(op)).get(30)
+    announce.close()
 
     with running_worker(settings) as running, ThreadPoolExecutor(1) as pool:
         reading = pool.submit(
@@ -73,12 +83,14 @@ def test_a_new_item_is_recommended_for_the_next_event_and_counted(settings: Sett
         prod.close()
         records = reading.result(timeout=90)
         assert running.worker.model.index.is_live(NEW), "N got a vector and is searchable"
+        assert JUNK not in running.worker.model.index, "an id seen only in events: never indexed"
         metrics = scrape(running.url)
 
     by_event = {json.loads(r.value)["event_id"]: r for r in records}
     assert set(by_event) == {e.event_id for e in [*a_events, evidence, *b_events]}
     assert NEW not in _items(by_event[evidence.event_id]), "never recommend the item just seen"
     assert NEW in _items(by_event[b_events[-1].event_id]), "N is recommendable for B"
+    assert not [r for r in records if JUNK in _items(r)], "never in anybody's list"
     with_new = [r for r in records if NEW in _items(r)]
     assert first_seen and with_new
     print(

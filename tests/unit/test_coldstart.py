@@ -1,6 +1,9 @@
-"""New-item vectors: written to the index within one observe() of co-occurrence evidence."""
+"""New-item vectors: written to the index within one observe() of co-occurrence evidence, for
+items the catalog knows; an item id seen only in events is never written, searched or shown."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -12,15 +15,23 @@ from streamrec.worker.catalog import apply_catalog_op
 
 def make_ranker(**overrides: object) -> Ranker:
     index = random_index(n_items=50, dim=8, seed=1)
-    config = RankingConfig(explore_rate=0.0, **overrides)  # type: ignore[arg-type]
+    config = RankingConfig(**{"explore_rate": 0.0, **overrides})  # type: ignore[arg-type]
     trained = [f"i{n}" for n in range(50)]
     return Ranker(MeanEncoder(dim=8), index, config, trained=trained)
 
 
+def announce(rec: Ranker, item_id: str, vector: tuple[float, ...] | None = None) -> None:
+    """The catalog upserts an item: the worker's catalog follower, then the ranker."""
+    op = CatalogOp(item_id, "upsert", True, 0, vector)
+    apply_catalog_op(rec.index, op)
+    rec.observe_catalog(op)
+
+
 def test_a_new_item_gets_a_vector_on_the_first_co_occurrence() -> None:
     rec = make_ranker()
+    announce(rec, "fresh")
     rec.observe(make_event(user_id="u", item_id="i3"))
-    assert "fresh" not in rec.index
+    np.testing.assert_allclose(rec.index.vectors_of(["fresh"])[0], rec.index.centroid, rtol=1e-6)
     rec.observe(make_event(user_id="u", item_id="fresh"))
     assert rec.index.is_live("fresh")
     expected = rec.index.vectors_of(["i3"])[0]
@@ -32,6 +43,7 @@ def test_a_new_item_gets_a_vector_on_the_first_co_occurrence() -> None:
 
 def test_the_vector_follows_the_weighted_evidence() -> None:
     rec = make_ranker(event_weights={"click": 1.0, "purchase": 3.0})
+    announce(rec, "fresh")
     rec.observe(make_event(user_id="u1", item_id="i1", type="purchase"))
     rec.observe(make_event(user_id="u1", item_id="fresh"))
     rec.observe(make_event(user_id="u2", item_id="i2"))
@@ -70,6 +82,7 @@ def test_content_features_blend_in_and_removed_items_stay_removed() -> None:
 
 def test_a_prior_shrinks_vectors_backed_by_little_evidence() -> None:
     rec = make_ranker(new_item_prior=3.0)
+    announce(rec, "fresh")
     rec.observe(make_event(user_id="u", item_id="i3"))
     rec.observe(make_event(user_id="u", item_id="fresh"))  # evidence 1: a quarter of the norm
     v3 = rec.index.vectors_of(["i3"])[0]
@@ -84,7 +97,9 @@ def test_searchable_counts_new_items_with_a_live_evidence_or_content_vector() ->
     rec = make_ranker()
     assert rec.new_items.searchable == 0
     rec.observe(make_event(user_id="u", item_id="i3"))
-    rec.observe(make_event(user_id="u", item_id="fresh"))  # evidence: counted
+    rec.observe(make_event(user_id="u", item_id="fresh"))  # evidence, but unknown to the catalog
+    assert rec.new_items.searchable == 0
+    announce(rec, "fresh")  # the catalog knows it now: its evidence vector is written
     assert rec.new_items.searchable == 1
     content = tuple(float(x) for x in np.ones(8))
     shiny, plain = (
@@ -109,6 +124,8 @@ def test_searchable_counts_new_items_with_a_live_evidence_or_content_vector() ->
 
 def _touch(rec: Ranker, n: int) -> list[int]:
     """n events, each pairing the new item with a trained one; the updates after each."""
+    if "fresh" not in rec.index:
+        announce(rec, "fresh")
     out = []
     for k in range(n):
         rec.observe(make_event(user_id=f"u{k}", item_id=f"i{k % 50}"))
@@ -134,3 +151,43 @@ def test_a_zero_refresh_ratio_rewrites_after_every_event() -> None:
     rec = make_ranker()
     rec.new_items.refresh_ratio = 0.0
     assert _touch(rec, 30) == list(range(1, 31))
+
+
+# -- items seen only in events ------------------------------------------------------------------
+
+
+def _lists(rec: Ranker, history: tuple[str, ...]) -> list[str]:
+    from streamrec.core.history import UserState
+
+    state = UserState(history=history, n_events=len(history), last_ts=10_000)
+    shown = rec.recommend_batch([state, UserState()], [set(history), set()], k=10)
+    return [s.item_id for lst in shown for s in lst]
+
+
+def test_an_item_seen_only_in_events_is_never_recommended_until_the_catalog_knows_it() -> None:
+    rec = make_ranker(explore_rate=0.5, explore_from="catalog")  # exploration draws too
+    for n in range(40):  # "junk" is by far the most trending item, and i1's co-visitor
+        rec.observe(make_event(event_id=f"a{n}", user_id=f"u{n}", item_id="i1", ts=1000 + n))
+        junk = make_event(event_id=f"b{n}", user_id=f"u{n}", item_id="junk", ts=1000 + n)
+        rec.observe(replace(junk, type="purchase"))
+    assert rec.trending.top(1)[0][0] == "junk"
+    assert "junk" in rec.covisit.neighbors("i1")
+    assert "junk" not in rec.index and rec.new_items.updates == 0
+    assert rec.new_items.searchable == 0
+    for _ in range(5):  # several exploration draws
+        assert "junk" not in _lists(rec, ("i1",)), "not via trending, co-visitation or the index"
+    announce(rec, "junk")  # the catalog announces it: recommendable at once, with its evidence
+    assert rec.new_items.updates == 1 and rec.new_items.searchable == 1
+    np.testing.assert_allclose(
+        rec.index.vectors_of(["junk"])[0], rec.index.vectors_of(["i1"])[0], rtol=1e-5
+    )
+    assert "junk" in _lists(rec, ("i1",))
+
+
+def test_event_only_items_keep_no_per_item_vector_state() -> None:
+    rec = make_ranker()
+    for n in range(100):
+        rec.observe(make_event(event_id=f"a{n}", user_id="u", item_id="i1", ts=n))
+        rec.observe(make_event(event_id=f"b{n}", user_id="u", item_id=f"junk{n}", ts=n))
+    assert rec.new_items._touches == {} and rec.new_items._written_at == {}
+    assert rec.index.n_labels == 50

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from streamrec.core.events import Event
 from streamrec.ranking.covisit import CoVisitation
 
 
@@ -152,3 +153,17 @@ def test_a_pruned_row_keeps_the_best_neighbours_best_first_ties_by_id() -> None:
     cv.observe("late", "hub", "click")
     cv.observe("late", "z", "click")
     assert list(cv.neighbors("hub")) == ["b", "f", "c", "d", "z"]  # newcomers are appended
+
+
+def test_the_worker_bounds_remembered_users_by_its_setting() -> None:
+    from streamrec.ops.settings import Settings
+    from streamrec.ranking.ranker import Ranker, RankingConfig
+    from streamrec.testing import MeanEncoder, random_index
+
+    config = RankingConfig.from_settings(Settings(covisit_max_users=3))
+    rec = Ranker(MeanEncoder(dim=4), random_index(n_items=10, dim=4, seed=0), config)
+    assert rec.covisit.max_users == 3
+    for n in range(10):
+        rec.observe(Event(f"e{n}", f"u{n}", f"i{n}", "click", n))
+    assert list(rec.covisit._recent) == ["u7", "u8", "u9"]
+    assert RankingConfig().covisit_max_users == Settings().covisit_max_users

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamrec.core.events import Event, rec_id_for
+from streamrec.core.events import CatalogOp, Event, rec_id_for
 from streamrec.core.history import UserState, apply_event, fold_events
 from streamrec.io.codec import encode_event
 from streamrec.ops.settings import Settings, load_settings
@@ -16,6 +16,7 @@ from streamrec.ranking.ranker import Ranker, RankingConfig
 from streamrec.state.batch import AppliedEvent, OutboxMessage
 from streamrec.state.memory import MemoryStateReader
 from streamrec.testing import FakeClock, MeanEncoder, random_index
+from streamrec.worker.catalog import apply_catalog_op
 from streamrec.worker.step import Pipeline, Record
 
 DIM = 8
@@ -322,6 +323,10 @@ def test_surrogate_id_is_dead_lettered_and_batch_goes_on() -> None:
 
 def test_fused_stats_count_new_item_vectors_and_slots_by_source_and_item_kind() -> None:
     pipe = _fused_pipeline()
+    assert pipe.ranker is not None
+    announced = CatalogOp("fresh", "upsert", True, 0)  # the catalog knows it (no vector)
+    apply_catalog_op(pipe.index, announced)
+    pipe.ranker.observe_catalog(announced)
     rec = _Records()
     # u1's "fresh" (never trained) co-occurs with i1..i3: its vector is written in this batch,
     # and u2, who clicks the same items, is shown it in the same batch

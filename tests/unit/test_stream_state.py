@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamrec.core.events import Event
+from streamrec.core.events import CatalogOp, Event
 from streamrec.core.history import EMPTY, UserState
 from streamrec.io.codec import encode_event
 from streamrec.ops.settings import load_settings
@@ -25,6 +25,7 @@ from streamrec.state.memory import MemoryStateReader
 from streamrec.state.restore import StateRestore
 from streamrec.state.store import Store
 from streamrec.testing import FakeClock, MeanEncoder, random_index
+from streamrec.worker.catalog import apply_catalog_op
 from streamrec.worker.step import Pipeline, Record
 
 TRAINED = [f"i{n}" for n in range(40)]
@@ -33,7 +34,12 @@ NEW = [f"new{n}" for n in range(4)]  # never trained: they get vectors from co-v
 
 def _ranker(**overrides: Any) -> Ranker:
     config = RankingConfig(**{"pool": 30, "explore_rate": 0.0, **overrides})
-    return Ranker(MeanEncoder(dim=8), random_index(40, 8, seed=3), config, trained=TRAINED)
+    rec = Ranker(MeanEncoder(dim=8), random_index(40, 8, seed=3), config, trained=TRAINED)
+    for item in NEW:  # the catalog knows them (no vector): only then do they get vectors
+        op = CatalogOp(item, "upsert", True, 0)
+        apply_catalog_op(rec.index, op)
+        rec.observe_catalog(op)
+    return rec
 
 
 def _stream(n: int, seed: int = 0) -> list[tuple[int, Event]]:
