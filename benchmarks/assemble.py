@@ -19,6 +19,7 @@ SECTIONS = (
     ("REPLAY.md", "Streaming replay: cold start, fusion, exploration (issue 7)"),
     ("NEW_ITEMS.md", "New items through the worker: evidence to recommendable"),
     ("SNAPSHOT.md", "Index snapshots: restart to ready at 100,000 items (issue 15)"),
+    ("MEMORY.md", "Worker memory at 1,000,000 items x d = 64 (issue 15)"),
 )
 HEADER = """# Benchmarks
 
@@ -35,6 +36,7 @@ the load noted in its section, and prefer the ratios measured within one run.
 | streaming replay | `benchmarks/replay.py` | `make replay` |
 | new items: evidence → recommendable | `benchmarks/new_items.py` | `make new-items` |
 | index snapshots: restart to ready | `benchmarks/snapshot.py` | `make snapshot-bench` |
+| worker memory at 1M items x d = 64 | `benchmarks/memory.py` | `make memory-bench` |
 """
 
 
