@@ -114,13 +114,15 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         config = TrainConfig(epochs=2, max_len=20, dim=args.dim, progress=False, threads=1)
         model_dir, _, _ = train(tmp, 3000, config, f"training a d={args.dim} model")
     files = read_model_dir(model_dir)
-    settings = load_settings(model_dir=model_dir, index_snapshot_dir=tmp / "snaps")
-    catalog = make_catalog(files.item_ids, files.item_vectors, args.items, seed=0)
-    say(f"seeding a snapshot of {len(catalog):,} items (bulk build)")
-    seed_snapshot(settings, files, catalog, {"0": 0})
-    del catalog
+    snaps = Path(args.snapshot_dir) if args.snapshot_dir else tmp / "snaps"
+    if not args.snapshot_dir:
+        settings = load_settings(model_dir=model_dir, index_snapshot_dir=snaps)
+        catalog = make_catalog(files.item_ids, files.item_vectors, args.items, seed=0)
+        say(f"seeding a snapshot of {len(catalog):,} items (bulk build)")
+        seed_snapshot(settings, files, catalog, {"0": 0})
+        del catalog
     say("loading it in a child process")
-    cmd = [sys.executable, __file__, "--child", str(model_dir), str(tmp / "snaps")]
+    cmd = [sys.executable, __file__, "--child", str(model_dir), str(snaps)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -160,6 +162,9 @@ def main() -> None:
     parser.add_argument("--model", help="a model directory (default: train a small one)")
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument(
+        "--snapshot-dir", help="load this snapshot directory (of --model) instead of seeding one"
+    )
     parser.add_argument("--out", default=str(HERE / "MEMORY.md"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="streamrec-memory-") as tmp:

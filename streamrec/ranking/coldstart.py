@@ -34,6 +34,12 @@ moves a vector most, is written at once (the first ten touches each, with the de
 later a popular item's vector is rewritten about every tenth of its history. ``write_vectors``
 (a restore, or an explicit refresh) always writes.
 
+**Content vectors are not kept twice.** While the index still holds the catalog's vector of a
+new item (no evidence written over it yet), that vector is read from the index; a copy is kept
+here only once evidence is about to overwrite it. At 1,000,000 catalog items with vectors
+(d = 64) a copy each cost about 400 MiB (a NumPy array and a dict entry per item,
+``benchmarks/memory.py``); now the items with evidence alone hold one.
+
 For metrics, ``updates`` counts the vectors written and ``searchable`` the new items whose
 evidence or content vector is in the index and live now (kept as a set, so reading it is O(1);
 the ranker calls ``update_searchable`` after every catalog change of an item).
@@ -41,7 +47,7 @@ the ranker calls ``update_searchable`` after every catalog change of an item).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -84,7 +90,10 @@ class NewItemVectors:
         self.covisit = covisit
         self.content_weight = content_weight
         self.prior = prior
+        # content vectors of new items: those the index no longer holds (module docstring),
+        # and the ids whose vector in the index is still their content vector
         self._content: dict[str, np.ndarray] = {}
+        self._content_in_index: set[str] = set()
         self.updates = 0  # vectors written (for metrics and tests)
         self._vectored: set[str] = set()  # new items given an evidence or content vector
         self._searchable: set[str] = set()  # ... whose vector is live in the index now
@@ -101,16 +110,54 @@ class NewItemVectors:
         else:
             self._searchable.discard(item_id)
 
-    def saved_state(self) -> tuple[dict[str, np.ndarray], list[str]]:
+    def saved_state(self) -> tuple[Mapping[str, np.ndarray], list[str]]:
         """What a snapshot keeps besides the index: the catalog's content vectors of new items
-        and the new items that have a vector in the index (copies)."""
-        return dict(self._content), sorted(self._vectored)
+        and the new items that have a vector in the index (copies of the id sets; the vectors
+        still in the index are read from it when the mapping is read, so write the snapshot
+        before the index changes, as the worker does between two catalog polls)."""
+        content = _Content(dict(self._content), set(self._content_in_index), self.index)
+        return content, sorted(self._vectored)
 
-    def load_state(self, content: dict[str, np.ndarray], vectored: Iterable[str]) -> None:
+    def load_state(self, content: Mapping[str, np.ndarray], vectored: Iterable[str]) -> None:
         """Take back ``saved_state`` (with the index it was saved with)."""
-        self._content = {k: np.asarray(v, dtype=np.float32) for k, v in content.items()}
+        self._content, self._content_in_index = {}, set()
+        ids = list(content)
+        for start in range(0, len(ids), _CHUNK):  # compared in chunks: a bounded transient
+            chunk = ids[start : start + _CHUNK]
+            vectors = np.stack([np.asarray(content[i], np.float32) for i in chunk])
+            if vectors.shape[1:] != (self.index.dim,):  # a foreign dimension: kept, never used
+                self._content.update(zip(chunk, vectors, strict=True))
+                continue
+            labels = self.index.labels_of(chunk)
+            known = labels >= 0
+            same = known.copy()
+            same[known] = np.all(self.index.vectors_at(labels[known]) == vectors[known], axis=1)
+            for item_id, vector, in_index in zip(chunk, vectors, same.tolist(), strict=True):
+                if in_index:
+                    self._content_in_index.add(item_id)
+                else:
+                    self._content[item_id] = vector.copy()
         self._vectored = set(vectored)
         self._searchable = {i for i in self._vectored if self.index.is_live(i)}
+
+    def content_of(self, item_id: str) -> np.ndarray | None:
+        """The content vector the catalog carried for a new item (None: none)."""
+        if item_id in self._content_in_index:
+            rows = self.index.vectors_of([item_id])
+            return rows[0] if len(rows) else None
+        return self._content.get(item_id)
+
+    def _keep_content(self, item_id: str, vector: np.ndarray) -> None:
+        """``vector`` is about to be written over the index's vector of ``item_id``: copy the
+        content vector the index holds first (when the two differ)."""
+        if item_id not in self._content_in_index:
+            return
+        content = self.content_of(item_id)
+        if content is not None and np.array_equal(content, vector):
+            return  # still the content vector (no evidence yet)
+        if content is not None:
+            self._content[item_id] = content
+        self._content_in_index.discard(item_id)
 
     def is_new(self, item_id: str) -> bool:
         """True when the model was not trained on this item."""
@@ -119,7 +166,14 @@ class NewItemVectors:
     def set_content(self, item_id: str, vector: Iterable[float] | None) -> None:
         """Remember the content features the catalog carried for a new item."""
         if vector is not None and self.is_new(item_id):
-            self._content[item_id] = np.asarray(list(vector), dtype=np.float32)
+            content = np.asarray(list(vector), dtype=np.float32)
+            index = self.index
+            if item_id in index and np.array_equal(index.vectors_of([item_id])[0], content):
+                self._content.pop(item_id, None)  # the index holds it (module docstring)
+                self._content_in_index.add(item_id)
+            else:
+                self._content[item_id] = content
+                self._content_in_index.discard(item_id)
             self._vectored.add(item_id)  # the catalog wrote this vector into the index
         self.update_searchable(item_id)
 
@@ -166,6 +220,7 @@ class NewItemVectors:
         for new in sorted({i for i in items if self.is_new(i) and i in index}):
             vector = self.vector_for(new)
             if vector is not None:
+                self._keep_content(new, vector)
                 # an item the catalog removed (or made unavailable) stays hidden
                 index.upsert(new, vector.tolist(), available=index.is_live(new))
                 self.updates += 1
@@ -182,7 +237,7 @@ class NewItemVectors:
             if other in self.trained:
                 weights.append(weight)
                 rows.append(other)
-        content = self._content.get(item_id)
+        content = self.content_of(item_id)
         if not rows:
             return content
         vecs = self.index.vectors_of(rows)
@@ -198,3 +253,25 @@ class NewItemVectors:
             return cooc.astype(np.float32)
         blended = (self.content_weight * content + n * cooc) / (self.content_weight + n)
         return blended.astype(np.float32)
+
+
+_CHUNK = 65_536  # content vectors compared per step in ``load_state``
+
+
+class _Content(Mapping[str, np.ndarray]):
+    """Content vectors for a snapshot: those kept aside, and those read from the index."""
+
+    def __init__(self, own: dict[str, np.ndarray], in_index: set[str], index: ItemIndex) -> None:
+        self._own, self._in_index, self._index = own, in_index, index
+
+    def __getitem__(self, item_id: str) -> np.ndarray:
+        if item_id in self._in_index:
+            return self._index.vectors_of([item_id])[0]
+        return self._own[item_id]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._own
+        yield from self._in_index
+
+    def __len__(self) -> int:
+        return len(self._own) + len(self._in_index)
