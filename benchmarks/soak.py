@@ -56,17 +56,20 @@ def seed_snapshot(settings: Any, files: Any, catalog: Catalog, offsets: dict[str
     from streamrec.ranking.snapshot import NewItemState, write_snapshot
     from streamrec.worker.snapshots import snapshot_identity
 
+    # the catalog's items carry their vectors rounded to 5 decimals (``Catalog.ops``): the
+    # index holds those, the trained items their trained vectors
+    vectors = catalog.vectors.copy()
+    vectors[catalog.trained :] = np.round(vectors[catalog.trained :], 5)
     index = ItemIndex(
         catalog.ids,
-        catalog.vectors,
+        vectors,
         m=settings.hnsw_m,
         ef_construction=settings.hnsw_ef_construction,
         ef_search=settings.hnsw_ef_search,
     )
     index.centroid = np.asarray(files.item_vectors, np.float32).mean(axis=0)
     new = catalog.ids[catalog.trained :]
-    # the catalog carries vectors rounded to 5 decimals (``Catalog.ops``)
-    content = dict(zip(new, np.round(catalog.vectors[catalog.trained :], 5), strict=True))
+    content = dict(zip(new, vectors[catalog.trained :], strict=True))
     identity = snapshot_identity(settings, files)
     write_snapshot(
         settings.index_snapshot_dir, identity, index, NewItemState(content, new), offsets, 1.0

@@ -132,12 +132,18 @@ class NewItemVectors:
             known = labels >= 0
             same = known.copy()
             same[known] = np.all(self.index.vectors_at(labels[known]) == vectors[known], axis=1)
-            for item_id, vector, in_index in zip(chunk, vectors, same.tolist(), strict=True):
-                if in_index:
-                    self._content_in_index.add(item_id)
-                else:
+            # the index's own id strings (one copy of each id in memory, not one per set)
+            in_index = self.index.ids_of(labels[same].tolist())
+            self._content_in_index.update(in_index)
+            for item_id, vector in zip(chunk, vectors, strict=True):
+                if item_id not in self._content_in_index:
                     self._content[item_id] = vector.copy()
-        self._vectored = set(vectored)
+        vectored = list(vectored)
+        labels = self.index.labels_of(vectored)
+        self._vectored = set(self.index.ids_of(labels[labels >= 0].tolist()))
+        self._vectored.update(
+            i for i, lab in zip(vectored, labels.tolist(), strict=True) if lab < 0
+        )
         self._searchable = {i for i in self._vectored if self.index.is_live(i)}
 
     def content_of(self, item_id: str) -> np.ndarray | None:
