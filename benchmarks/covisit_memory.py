@@ -1,7 +1,8 @@
-"""Memory of the in-memory stream state per remembered user and per trending item (tracemalloc).
+"""Memory of the in-memory stream state per remembered user, pair and trending item (tracemalloc).
 
 Prints the bytes one co-visitation user window costs (with 1, 5 and 20 events in it: the
-README's figure for ``STREAMREC_COVISIT_MAX_USERS``) and one trending row. Run::
+README's figure for ``STREAMREC_COVISIT_MAX_USERS``), one co-visitation neighbour entry
+(``STREAMREC_COVISIT_MAX_PAIRS``) and one trending row. Run::
 
     python benchmarks/covisit_memory.py [--users 50000]
 """
@@ -43,6 +44,29 @@ def window_bytes_per_user(n_users: int, events_per_user: int, n_items: int = 100
     return (with_windows - rows) / n_users
 
 
+def bytes_per_pair(n_users: int = 20_000, n_items: int = 100_000) -> float:
+    """Bytes per co-visitation neighbour entry (item rows only), skewed item popularity."""
+    rng = random.Random(0)
+    items = [f"item-{i:07d}" for i in range(n_items)]
+    cv = CoVisitation(window=20, max_users=n_users, half_life_s=30 * 86400.0)
+    for item in items:
+        cv.key_of(item)
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    ts = TS0_MS
+    for _ in range(20):
+        for u in range(n_users):
+            item = items[min(int(rng.expovariate(1 / 3000)), n_items - 1)]
+            cv.observe(f"user-{u:09d}", item, "click", ts)
+            ts += 1
+    cv._recent.clear()
+    gc.collect()
+    rows = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    return rows / sum(len(row.keys) for row in cv._rows.values())
+
+
 def trending_bytes_per_item(n_items: int) -> float:
     """Bytes per trending row (id string, row map entry, score)."""
     gc.collect()
@@ -64,6 +88,7 @@ def main() -> None:
     for events in (1, 5, 20):
         per_user = window_bytes_per_user(args.users, events)
         print(f"co-visitation window, {events:2d} events/user: {per_user:6.0f} B per user")
+    print(f"co-visitation neighbour entry: {bytes_per_pair():.0f} B")
     print(f"trending row: {trending_bytes_per_item(200_000):.0f} B per item")
 
 

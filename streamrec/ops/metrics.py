@@ -35,7 +35,7 @@ from prometheus_client import (
     Info,
     disable_created_metrics,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from streamrec.ops.quality import QualityTracker, RecObservation
@@ -66,6 +66,8 @@ OUTCOMES = ("recommended", "duplicate", "dead_letter", "fenced")
 # what fills a recommended slot: a candidate source, an exploration slot or the encoder alone
 SLOT_SOURCES = ("ann", "trending", "covisit", "explore", "encoder")
 ITEM_KINDS = ("trained", "new")
+# parts of the fused ranker's stream state (``Ranker.stream_state_sizes``)
+STREAM_STATE_PARTS = ("trending_items", "covisit_users", "covisit_pairs")
 LAG_INTERVAL_S = 5.0
 # the loop must stay well inside max_poll_interval_ms while it asks for end offsets
 LAG_TIMEOUT_MS = 1000
@@ -143,6 +145,7 @@ class Metrics:
         self._lag_due = 0.0
         self._index: Callable[[], IndexLike] | None = None
         self._new_items: Callable[[], int] | None = None
+        self._stream_state: Callable[[], Mapping[str, tuple[int, int]]] | None = None
         self._index_refreshed_at: float | None = None
         self._snapshot_at: float | None = None
         self._define(self.registry)
@@ -323,6 +326,12 @@ class Metrics:
         with self._lock:
             self._new_items = source
 
+    def bind_stream_state(self, source: Callable[[], Mapping[str, tuple[int, int]]]) -> None:
+        """Read the fused ranker's stream-state sizes at scrape time: ``source()`` maps each
+        part (``STREAM_STATE_PARTS``) to (entries held now, entries forgotten so far); O(1)."""
+        with self._lock:
+            self._stream_state = source
+
     def index_refreshed(self) -> None:
         """The index now reflects the catalog (caught up, rebuilt or swapped)."""
         with self._lock:
@@ -348,6 +357,7 @@ class Metrics:
             refreshed = self._index_refreshed_at
             new_items = self._new_items
             snapshot_at = self._snapshot_at
+            stream_state = self._stream_state
         live, deleted = index_counts(source()) if source is not None else (0, 0)
 
         fam = GaugeMetricFamily(
@@ -379,6 +389,7 @@ class Metrics:
             "are searchable.",
             new_items() if new_items is not None else None,
         )
+        yield from _stream_state_families(stream_state() if stream_state is not None else {})
         with self._lock:
             snap = self.quality.snapshot(live if source is not None else 0)
         yield _gauge(
@@ -411,6 +422,27 @@ class Metrics:
             "Share of clicks (by users shown a recommendation) on a recommended item.",
             snap.click_hit_share,
         )
+
+
+def _stream_state_families(sizes: Mapping[str, tuple[int, int]]) -> Iterator[Metric]:
+    held = GaugeMetricFamily(
+        "streamrec_stream_state_entries",
+        "Entries of the fused ranker's in-memory stream state, by part (trending items, "
+        "co-visitation users and neighbour pairs), each bounded by a setting.",
+        labels=["part"],
+    )
+    forgotten = CounterMetricFamily(
+        "streamrec_stream_state_forgotten",
+        "Entries the fused ranker's stream state forgot to stay within its bounds, by part.",
+        labels=["part"],
+    )
+    for part in STREAM_STATE_PARTS:
+        if part in sizes:
+            now, gone = sizes[part]
+            held.add_metric([part], now)
+            forgotten.add_metric([part], gone)
+    yield held
+    yield forgotten
 
 
 def _gauge(name: str, doc: str, value: float | None) -> GaugeMetricFamily:

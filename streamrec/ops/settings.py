@@ -108,11 +108,19 @@ class Settings(BaseSettings):
         30 * 86400.0, ge=0, description="half-life of co-visitation counts, event-time s (0: none)"
     )
     covisit_max_users: int = Field(
-        200_000,
+        150_000,
         ge=1,
         description=(
             "users whose recent window co-visitation remembers (least recently active "
-            "forgotten first): about 1 to 2 KiB each, 200,000 users at most ~400 MiB"
+            "forgotten first): about 1 to 2 KiB each, 150,000 users at most ~300 MiB"
+        ),
+    )
+    covisit_max_pairs: int = Field(
+        3_000_000,
+        ge=1000,
+        description=(
+            "co-visitation neighbour entries kept over all items (least recently counted rows "
+            "forgotten first): about 72 bytes each, 3,000,000 about 210 MiB"
         ),
     )
     purchase_weight: float = Field(

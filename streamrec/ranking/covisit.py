@@ -18,9 +18,17 @@ ones forgotten). The per-user windows are bounded by ``max_users`` (least recent
 are forgotten first: a forgotten user's next event starts a new window). Measured with
 tracemalloc (CPython 3.12, 50,000 users, window 20): a remembered user costs about 0.9 KiB with
 one event in its window and 2.0 KiB with a full window of 20 (a deque, its pairs, the ordered
-dict's entry and the user id string), so the worker's default of 200,000 users
-(``STREAMREC_COVISIT_MAX_USERS``) holds at most about 400 MiB, the former hard-coded 1,000,000
+dict's entry and the user id string), so the worker's default of 150,000 users
+(``STREAMREC_COVISIT_MAX_USERS``) holds at most about 300 MiB, the former hard-coded 1,000,000
 about 2 GiB.
+
+The item rows are bounded in total by ``max_pairs`` neighbour entries (a pair counts once per
+direction; about 72 bytes each, measured the same way: the worker's default of 3,000,000,
+``STREAMREC_COVISIT_MAX_PAIRS``, is about 210 MiB). Every row remembers the event that last
+counted in it; when the entries exceed ``max_pairs`` the rows least recently counted in are
+forgotten, oldest first, down to three quarters of ``max_pairs`` (one sort of the rows, about
+once every quarter of ``max_pairs`` new entries). Their counts had decayed the longest; an
+evicted row's item starts afresh (its partners keep their side of the pair).
 
 Candidates for a user are the neighbours of the last ``recent`` items of the history, each
 history item weighted by ``recency_decay ** age`` (age 0 = latest), scores summed.
@@ -54,6 +62,8 @@ class CoVisitation:
         event_weights: weight per event type (unknown types count 1.0).
         max_neighbors: neighbours kept per item (see module docstring).
         max_users: users whose recent window is remembered.
+        max_pairs: neighbour entries kept over all rows (None: only ``max_neighbors`` bounds
+            them, per item).
         half_life_s: half-life of a pair's contribution in event-time seconds (None: no
             decay).
     """
@@ -63,8 +73,9 @@ class CoVisitation:
         window: int = 20,
         event_weights: Mapping[str, float] = DEFAULT_EVENT_WEIGHTS,
         max_neighbors: int = 200,
-        max_users: int = 200_000,
+        max_users: int = 150_000,
         half_life_s: float | None = None,
+        max_pairs: int | None = None,
     ) -> None:
         if window < 1 or max_neighbors < 1 or max_users < 1:
             raise ValueError("window, max_neighbors and max_users must be >= 1")
@@ -76,6 +87,14 @@ class CoVisitation:
         self.event_weights = dict(event_weights)
         self.max_neighbors = max_neighbors
         self.max_users = max_users
+        if max_pairs is not None and max_pairs < 2 * max_neighbors:
+            raise ValueError("max_pairs must be >= 2 * max_neighbors")
+        self.max_pairs = max_pairs
+        self.evicted_rows = 0  # rows forgotten to keep within max_pairs
+        self.evicted_pairs = 0  # ... and their entries
+        self.forgotten_users = 0  # user windows forgotten to keep within max_users
+        self._entries = 0  # neighbour entries over all rows
+        self._tick = 0  # events counted: each row's ``touched`` is one of them
         self._recent: OrderedDict[str, deque[tuple[int, float]]] = OrderedDict()
         self._rows: dict[int, _Row] = {}  # by item key
         self._key: dict[str, int] = {}  # item id -> integer key (never reused)
@@ -99,6 +118,7 @@ class CoVisitation:
             self._recent[user_id] = recent
             if len(self._recent) > self.max_users:
                 self._recent.popitem(last=False)
+                self.forgotten_users += 1
         else:
             self._recent.move_to_end(user_id)
         key = self.key_of(item_id)
@@ -112,7 +132,26 @@ class CoVisitation:
             self._bump(other, key, pair)
             paired.append(names[other])
         recent.append((key, weight))
+        self._tick += 1
+        if self.max_pairs is not None and self._entries > self.max_pairs:
+            self._evict(self.max_pairs * 3 // 4)
         return paired
+
+    def _evict(self, target: int) -> None:
+        """Forget the rows least recently counted in until at most ``target`` entries remain."""
+        rows = self._rows
+        keys = np.fromiter(rows.keys(), dtype=np.int64, count=len(rows))
+        touched = np.fromiter((r.touched for r in rows.values()), np.int64, len(rows))
+        sizes = np.fromiter((len(r.keys) for r in rows.values()), np.int64, len(rows))
+        order = np.argsort(touched, kind="stable")
+        excess = self._entries - target
+        n = min(int(np.searchsorted(np.cumsum(sizes[order]), excess)) + 1, len(order))
+        for key in keys[order[:n]].tolist():
+            del rows[key]
+        gone = int(sizes[order[:n]].sum())
+        self._entries -= gone
+        self.evicted_rows += n
+        self.evicted_pairs += gone
 
     def neighbors(self, item_id: str) -> Mapping[str, float]:
         """Co-visitation weights (decayed to the latest event time) of ``item_id``."""
@@ -139,6 +178,16 @@ class CoVisitation:
         """Multiply every stored count by ``scale`` (the decay clock's anchor moved)."""
         for row in self._rows.values():
             row.weights = array("d", [w * scale for w in row.weights])
+
+    @property
+    def pairs(self) -> int:
+        """Neighbour entries held over all rows (O(1))."""
+        return self._entries
+
+    @property
+    def users(self) -> int:
+        """User windows held (O(1))."""
+        return len(self._recent)
 
     @property
     def names(self) -> Sequence[str]:
@@ -231,6 +280,7 @@ class CoVisitation:
         row = self._rows.get(a)
         if row is None:
             row = self._rows[a] = _Row()
+        row.touched = self._tick
         slot = row.slot.get(b)
         if slot is not None:
             row.weights[slot] += weight
@@ -238,16 +288,19 @@ class CoVisitation:
         row.slot[b] = len(row.keys)
         row.keys.append(b)
         row.weights.append(0.0 + weight)
+        self._entries += 1
         if len(row.keys) > 2 * self.max_neighbors:
             names, keys, weights = self._names, row.keys, row.weights
             best = sorted(range(len(keys)), key=lambda i: (-weights[i], names[keys[i]]))
-            self._rows[a] = _Row(best[: self.max_neighbors], keys, weights)
+            pruned = self._rows[a] = _Row(best[: self.max_neighbors], keys, weights)
+            pruned.touched = self._tick
+            self._entries -= len(keys) - len(pruned.keys)
 
 
 class _Row:
     """One item's neighbours: keys and weights in arrival order, and each key's slot."""
 
-    __slots__ = ("keys", "slot", "weights")
+    __slots__ = ("keys", "slot", "touched", "weights")
 
     def __init__(
         self, slots: Sequence[int] = (), keys: Sequence[int] = (), weights: Sequence[float] = ()
@@ -255,6 +308,7 @@ class _Row:
         self.keys = array("q", [keys[i] for i in slots])
         self.weights = array("d", [weights[i] for i in slots])
         self.slot = {key: n for n, key in enumerate(self.keys)}
+        self.touched = 0  # the owner's event count when this row was last counted in
 
 
 _EMPTY_KEYS = np.zeros(0, dtype=np.int64)

@@ -95,6 +95,7 @@ class RankingConfig:
         covisit_max_neighbors: neighbours kept per item.
         covisit_max_users: users whose recent window is remembered (``covisit.CoVisitation``;
             its module docstring gives the memory per user).
+        covisit_max_pairs: neighbour entries kept over all items (None: per item only).
         covisit_half_life_s: half-life of co-visitation counts in event-time seconds (None:
             counts never decay).
         new_item_vectors: give never-trained items vectors from co-occurrence evidence.
@@ -124,7 +125,8 @@ class RankingConfig:
     covisit_window: int = 20
     covisit_recent: int = 5
     covisit_max_neighbors: int = 200
-    covisit_max_users: int = 200_000
+    covisit_max_users: int = 150_000
+    covisit_max_pairs: int | None = 3_000_000
     covisit_half_life_s: float | None = 30 * 86400.0
     new_item_vectors: bool = True
     content_weight: float = 2.0
@@ -152,6 +154,7 @@ class RankingConfig:
             trending_min_score=settings.trending_min_score,
             covisit_window=settings.covisit_window,
             covisit_max_users=settings.covisit_max_users,
+            covisit_max_pairs=settings.covisit_max_pairs,
             covisit_half_life_s=settings.covisit_half_life_s or None,
             new_item_vectors=settings.new_item_vectors,
             new_item_prior=settings.new_item_prior,
@@ -202,6 +205,7 @@ class Ranker:
             cfg.event_weights,
             max_neighbors=cfg.covisit_max_neighbors,
             max_users=cfg.covisit_max_users,
+            max_pairs=cfg.covisit_max_pairs,
             half_life_s=cfg.covisit_half_life_s,
         )
         self.new_items = NewItemVectors(
@@ -273,6 +277,19 @@ class Ranker:
         """Trending and co-visitation; returns the items the event was paired with."""
         self.trending.observe(event.item_id, event.type, event.ts)
         return self.covisit.observe(event.user_id, event.item_id, event.type, event.ts)
+
+    def stream_state_sizes(self) -> dict[str, tuple[int, int]]:
+        """Per part of the stream state: (entries held, entries forgotten so far); O(1).
+
+        The parts are trending items (``trending_min_score``), co-visitation user windows
+        (``covisit_max_users``) and neighbour pairs (``covisit_max_pairs``), for metrics.
+        """
+        cv = self.covisit
+        return {
+            "trending_items": (len(self.trending), self.trending.pruned),
+            "covisit_users": (cv.users, cv.forgotten_users),
+            "covisit_pairs": (cv.pairs, cv.evicted_pairs),
+        }
 
     def observe_catalog(self, op: CatalogOp) -> None:
         """Remember content features of a catalog item (call after the index applied ``op``)."""

@@ -160,6 +160,7 @@ class Worker:
         ranker = self.pipeline.ranker
         if ranker is not None:
             self.metrics.bind_new_items(lambda: ranker.new_items.searchable)
+            self.metrics.bind_stream_state(ranker.stream_state_sizes)
         self.store = Store(settings.db_url, settings.group_id, settings.db_timeout_ms, clock)
         self.retention = make_retention(settings, self.store, clock, self.metrics)
         self.partitions = Partitions(

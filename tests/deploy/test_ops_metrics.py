@@ -190,6 +190,7 @@ ALLOWED_LABELS = {
     "max_len",
     "source",
     "item",
+    "part",
 }
 
 
@@ -218,3 +219,16 @@ def test_metric_names_follow_prometheus_conventions() -> None:
             assert not family.name.endswith("_total")  # the client appends it
         if family.type in ("gauge", "histogram"):
             assert not family.name.endswith("_total"), family.name
+
+
+def test_stream_state_metrics() -> None:
+    metrics = Metrics()
+    parts = ("streamrec_stream_state_entries", "streamrec_stream_state_forgotten")
+    assert not [k for k in _samples(metrics) if k[0].startswith(parts)]  # nothing bound
+    sizes = {"trending_items": (5, 2), "covisit_users": (3, 0), "covisit_pairs": (40, 7)}
+    metrics.bind_stream_state(lambda: sizes)
+    s = _samples(metrics)
+    assert s[("streamrec_stream_state_entries", (("part", "trending_items"),))] == 5
+    assert s[("streamrec_stream_state_entries", (("part", "covisit_pairs"),))] == 40
+    assert s[("streamrec_stream_state_forgotten_total", (("part", "trending_items"),))] == 2
+    assert s[("streamrec_stream_state_forgotten_total", (("part", "covisit_pairs"),))] == 7

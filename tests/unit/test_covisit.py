@@ -166,4 +166,51 @@ def test_the_worker_bounds_remembered_users_by_its_setting() -> None:
     for n in range(10):
         rec.observe(Event(f"e{n}", f"u{n}", f"i{n}", "click", n))
     assert list(rec.covisit._recent) == ["u7", "u8", "u9"]
+    assert rec.covisit.max_pairs == Settings().covisit_max_pairs
     assert RankingConfig().covisit_max_users == Settings().covisit_max_users
+
+
+def _entries(cv: CoVisitation) -> int:
+    return sum(len(row.keys) for row in cv._rows.values())
+
+
+def test_entries_are_counted_exactly_through_row_prunes() -> None:
+    cv = CoVisitation(window=5, max_neighbors=3)
+    rng = np.random.default_rng(0)
+    for n in range(2000):
+        cv.observe(f"u{rng.integers(30)}", f"i{rng.integers(40)}", "click", n)
+    assert cv._entries == _entries(cv) > 0
+    assert max(len(row.keys) for row in cv._rows.values()) <= 6
+
+
+def test_max_pairs_forgets_the_rows_least_recently_counted_in() -> None:
+    cv = CoVisitation(window=2, max_neighbors=10, max_pairs=40)
+    for n in range(200):  # ever new pairs: (old-n, old-n-b) for a user each
+        cv.observe(f"u{n}", f"a{n}", "click", n)
+        cv.observe(f"u{n}", f"b{n}", "click", n)
+        assert cv._entries == _entries(cv) <= 40
+    assert cv.evicted_rows > 0
+    assert cv.count("a199", "b199") == 1.0 and cv.count("b199", "a199") == 1.0
+    assert cv.neighbors("a0") == {}  # the oldest went first
+    cv.observe("u-hot", "a0", "click", 300)  # an item forgotten, then seen again: afresh
+    cv.observe("u-hot", "b199", "click", 301)
+    assert cv.count("a0", "b199") == 1.0
+
+
+def test_max_pairs_must_hold_a_full_row() -> None:
+    with pytest.raises(ValueError, match="max_pairs"):
+        CoVisitation(max_neighbors=200, max_pairs=100)
+
+
+def test_eviction_keeps_rows_bounded_at_scale() -> None:
+    """40,000 events over 20,000 items: entries never pass max_pairs by more than one event's."""
+    cv = CoVisitation(window=20, max_pairs=30_000, half_life_s=86400.0)
+    rng = np.random.default_rng(1)
+    users, items = rng.integers(2000, size=40_000), rng.integers(20_000, size=40_000)
+    peak = 0
+    for n, (u, i) in enumerate(zip(users.tolist(), items.tolist(), strict=True)):
+        cv.observe(f"u{u}", f"i{i}", "click", n * 1000)
+        peak = max(peak, cv._entries)
+    assert peak <= 30_000 + 2 * 20
+    assert cv.evicted_rows > 0
+    assert cv._entries == _entries(cv)

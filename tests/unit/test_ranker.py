@@ -243,3 +243,24 @@ def test_recommend_batch_equals_the_per_request_rule(seed: int, overrides: dict)
         for a, b in ((0, 7), (7, None))
     ]
     assert halves[0] + halves[1] == got
+
+
+def test_stream_state_sizes_follow_the_bounds() -> None:
+    from streamrec.core.events import Event
+    from streamrec.ranking.ranker import Ranker, RankingConfig
+    from streamrec.testing import MeanEncoder, random_index
+
+    config = RankingConfig(covisit_max_users=2, covisit_window=3, explore_rate=0.0)
+    rec = Ranker(MeanEncoder(dim=4), random_index(n_items=10, dim=4, seed=0), config)
+    assert rec.stream_state_sizes() == {
+        "trending_items": (0, 0),
+        "covisit_users": (0, 0),
+        "covisit_pairs": (0, 0),
+    }
+    for n in range(4):
+        rec.observe(Event(f"a{n}", f"u{n}", "i1", "click", n))
+        rec.observe(Event(f"b{n}", f"u{n}", "i2", "click", n))
+    sizes = rec.stream_state_sizes()
+    assert sizes["trending_items"] == (2, 0)
+    assert sizes["covisit_users"] == (2, 2)
+    assert sizes["covisit_pairs"] == (2, 0)  # i1 -> i2 and i2 -> i1
