@@ -15,7 +15,9 @@
   items and as many deletes (so the live count stays about constant and deleted items pile up
   until a compaction);
 * every ``--sample-s`` samples the worker's RSS (``/proc/PID/status``), the index's live and
-  deleted counts (its /metrics) and the row count of every table of its database;
+  deleted counts and the entries of each part of the in-memory stream state (trending items,
+  co-visitation users and pairs; its /metrics) and the row count of every table of its
+  database;
 * fails (exit 1) if any series still grows in its last third (``soak_report.still_grows``), and
   writes the table and plot to RELIABILITY.md (between the soak markers) and
   ``benchmarks/soak.png``.
@@ -48,6 +50,7 @@ from soak_report import plot, table, verdicts, write_section
 from throughput_workload import Catalog, Traffic, make_catalog
 
 SERIES_FIXED = ("rss_bytes", "index_live", "index_deleted")
+STATE_METRIC = "streamrec_stream_state_entries"  # trending items, co-visitation users and pairs
 
 
 def seed_snapshot(settings: Any, files: Any, catalog: Catalog, offsets: dict[str, int]) -> None:
@@ -191,9 +194,13 @@ def scrape(port: int) -> dict[str, float]:
         if line and not line.startswith("#"):
             name, _, value = line.rpartition(" ")
             try:
-                out[name.split("{")[0]] = out.get(name.split("{")[0], 0.0) + float(value)
+                number = float(value)
             except ValueError:
                 continue
+            base = name.split("{")[0]
+            out[base] = out.get(base, 0.0) + number
+            if base == STATE_METRIC and 'part="' in name:  # each part of the stream state
+                out["state_" + name.split('part="', 1)[1].split('"', 1)[0]] = number
     return out
 
 
@@ -233,6 +240,7 @@ def sample(pid: int, port: int, db: Path, t_s: float) -> dict[str, float]:
         "index_deleted": float(deleted),
         "compactions": m.get("streamrec_index_compactions_total", 0.0),
         "events_consumed": m.get("streamrec_events_consumed_total", 0.0),
+        **{k: v for k, v in m.items() if k.startswith("state_")},
         **table_rows(db),
     }
 
@@ -324,7 +332,7 @@ def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 def report(r: dict[str, Any], args: argparse.Namespace, info: dict[str, str]) -> tuple[str, bool]:
     """The RELIABILITY.md section and whether the soak passed."""
     samples = r["samples"]
-    rows = sorted(k for k in samples[-1] if k.startswith("rows_"))
+    rows = sorted(k for k in samples[-1] if k.startswith(("state_", "rows_")))
     series = [*SERIES_FIXED, *rows]
     growth = verdicts(samples, series)
     passed = not any(g.grows for g in growth)
