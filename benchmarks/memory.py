@@ -82,11 +82,17 @@ def child(model_dir: str, snaps: str) -> dict[str, Any]:
         + 28 * len(index._label),
     }
     if ranker is not None:
-        content = ranker.new_items._content
+        new_items = ranker.new_items
+        content = new_items._content
         parts["content vectors of new items (dict of arrays)"] = sys.getsizeof(content) + sum(
             v.nbytes + 112 for v in content.values()
         )
+        sets = (new_items._vectored, new_items._searchable, new_items._content_in_index)
+        parts["new items' id sets (vectored, searchable, content in the index)"] = sum(
+            sys.getsizeof(x) for x in sets
+        )
     now, peak = rss()
+    parts["the rest (Python, libraries, encoder, allocator)"] = now - sum(parts.values())
     return {
         "steps": steps,
         "parts": parts,

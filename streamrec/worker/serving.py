@@ -10,7 +10,7 @@ from streamrec.ranking.encoder import Encoder, OnnxEncoder
 from streamrec.ranking.index import ItemIndex
 from streamrec.ranking.modelfiles import ModelFiles, read_model_dir
 from streamrec.ranking.ranker import Ranker, RankingConfig
-from streamrec.ranking.snapshot import LoadedSnapshot
+from streamrec.ranking.snapshot import LoadedSnapshot, NewItemState
 
 
 @dataclass
@@ -60,7 +60,8 @@ def make_ranker(settings: Settings, model: ServingModel) -> Ranker | None:
         ranker.new_items.load_state(
             model.snapshot.new_items.content, model.snapshot.new_items.vectored
         )
-        # the ranker keeps what it needs (most content vectors are the index's own): drop the
-        # loaded copy (400 MiB at 1M items, benchmarks/memory.py)
-        model.snapshot.new_items.content = {}
+        # the ranker keeps what it needs (most content vectors are the index's own, and it
+        # shares the index's id strings): drop the loaded copies (~500 MiB at 1M items with
+        # catalog vectors, benchmarks/memory.py)
+        model.snapshot.new_items = NewItemState()
     return ranker
