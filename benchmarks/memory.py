@@ -92,9 +92,8 @@ def child(model_dir: str, snaps: str) -> dict[str, Any]:
         parts["content vectors of new items (dict of arrays)"] = sys.getsizeof(content) + sum(
             v.nbytes + 112 for v in content.values()
         )
-        sets = (new_items._vectored, new_items._searchable, new_items._content_in_index)
-        parts["new items' id sets (vectored, searchable, content in the index)"] = sum(
-            sys.getsizeof(x) for x in sets
+        parts["new items' flags (vectored, searchable, content in the index)"] = (
+            new_items._flags.bits.nbytes
         )
     now, peak = rss()
     parts["the rest (Python, libraries, encoder, allocator)"] = now - sum(parts.values())
@@ -161,9 +160,8 @@ def write_markdown(r: dict[str, Any], path: Path) -> Path:
         "",
         f"The graph holds {r['graph_max_elements']:,} slots. The index keeps its own float32 "
         "copy of every vector beside hnswlib's (vectors of deleted items, compacted out of the "
-        "graph, are still read for histories), and the new-item bookkeeping keeps three id "
-        "sets; the two largest reductions left are reading live vectors from the graph and "
-        "label-indexed flags instead of the sets.",
+        "graph, are still read for histories): reading live vectors from the graph instead is "
+        "the largest reduction left.",
     ]
     return publish(path, "\n".join(lines) + "\n")
 
