@@ -22,8 +22,11 @@
   writes the table and plot to RELIABILITY.md (between the soak markers) and
   ``benchmarks/soak.png``.
 
-Retention-style settings (``--worker-env``, e.g. ``STREAMREC_APPLIED_EVENTS_RETENTION_HOURS``)
-are shortened so that a window fits well inside the run; the report states them.
+Every bound that a run this short would otherwise never reach is shortened so that it is
+reached well inside the run (``applied_events`` retention, the compaction's deleted share,
+co-visitation's pair budget, trending's half-life and so its pruning horizon; more with
+``--worker-env``); the report states them. The soak checks that the bounds hold under churn,
+not their production values.
 """
 
 from __future__ import annotations
@@ -278,6 +281,8 @@ def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     env = {
         "STREAMREC_APPLIED_EVENTS_RETENTION_HOURS": str(args.retention_hours),
         "STREAMREC_INDEX_COMPACT_DELETED_RATIO": str(args.compact_ratio),
+        "STREAMREC_COVISIT_MAX_PAIRS": str(args.covisit_max_pairs),
+        "STREAMREC_TRENDING_HALF_LIFE_S": str(args.trending_half_life_s or 3 * args.minutes),
         **dict(kv.split("=", 1) for kv in args.worker_env),
     }
     in_topic = args.catalog_topic if args.catalog_topic is not None else args.items <= 200_000
@@ -390,6 +395,13 @@ def main() -> None:
     p.add_argument("--churn-per-s", type=int, default=20)
     p.add_argument("--retention-hours", type=float, default=0.1, help="applied_events window")
     p.add_argument("--compact-ratio", type=float, default=0.01, help="deleted share compacted")
+    p.add_argument("--covisit-max-pairs", type=int, default=100_000)
+    p.add_argument(
+        "--trending-half-life-s",
+        type=float,
+        help="trending decay, so that its pruning horizon falls inside the run (default: "
+        "3 s per minute of the run)",
+    )
     p.add_argument(
         "--catalog-topic",
         action=argparse.BooleanOptionalAction,

@@ -27,7 +27,7 @@ def test_short_soak_passes(tmp_path: Path) -> None:
         str(BENCHMARKS / "soak.py"),
         "--items", "20000", "--dim", "16", "--minutes", "3", "--sample-s", "10",
         "--events-per-s", "20", "--users", "300", "--churn-per-s", "10",
-        "--retention-hours", "0.01", "--compact-ratio", "0.02",
+        "--retention-hours", "0.01", "--compact-ratio", "0.02", "--covisit-max-pairs", "5000",
         "--out", str(doc), "--plot", str(tmp_path / "soak.png"),
         "--json", str(tmp_path / "samples.json"),
     ]  # fmt: skip
