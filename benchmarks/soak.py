@@ -348,7 +348,8 @@ def report(r: dict[str, Any], args: argparse.Namespace, info: dict[str, str]) ->
     lines = [
         "Written by `benchmarks/soak.py` (`make soak`); the run fails when a series still grows "
         "in its last third (`benchmarks/soak_report.py`: the fitted rise across the last third "
-        "exceeds 5 % of its mean (2 % for RSS; 16 MiB of RSS, 100 rows or items at least) *and* "
+        "exceeds 5 % of its mean (2 % for RSS; at least 16 MiB of RSS, 4,096 trending rows "
+        "(trending prunes from there on), 100 rows or items else) *and* "
         "its peak "
         "rises above the middle third's by as much; a bounded sawtooth passes).",
         "",

@@ -4,8 +4,8 @@
 
 * the least-squares slope over the last third's samples, times that third's duration, exceeds
   ``tolerance`` of the third's mean value (5 %; 2 % for RSS) and an absolute floor
-  (``FLOORS``: 16 MiB of RSS, 100 rows or items), i.e. the fitted line rises by more than that
-  across the third; and
+  (``FLOORS``: 16 MiB of RSS, 4,096 trending rows, 100 rows or items else), i.e. the fitted
+  line rises by more than that across the third; and
 * the last third's maximum exceeds the middle third's maximum by more than the same margin.
 
 The second condition lets a bounded sawtooth pass (deleted items rising until a compaction,
@@ -29,7 +29,8 @@ MIB = 1024 * 1024
 # RSS: a tighter share (a leak of 1 % per third is ~14 % an hour), but a floor for malloc noise
 TOLERANCES = {"rss_bytes": 0.02}
 # below these absolute rises over the last third, nothing counts as growth (noise, rounding)
-FLOORS = {"rss_bytes": 16 * MIB}
+# (trending prunes only once it holds 4,096 rows: ``streamrec.ranking.trending``)
+FLOORS = {"rss_bytes": 16 * MIB, "state_trending_items": 4096.0}
 DEFAULT_FLOOR = 100.0
 
 
