@@ -26,9 +26,14 @@ The item rows are bounded in total by ``max_pairs`` neighbour entries (a pair co
 direction; about 72 bytes each, measured the same way: the worker's default of 3,000,000,
 ``STREAMREC_COVISIT_MAX_PAIRS``, is about 210 MiB). Every row remembers the event that last
 counted in it; when the entries exceed ``max_pairs`` the rows least recently counted in are
-forgotten, oldest first, down to three quarters of ``max_pairs`` (one sort of the rows, about
-once every quarter of ``max_pairs`` new entries). Their counts had decayed the longest; an
-evicted row's item starts afresh (its partners keep their side of the pair).
+forgotten, oldest first, down to seven eighths of ``max_pairs`` (one sort of the rows, about
+once every eighth of ``max_pairs`` new entries). Their counts had decayed the longest; an
+evicted row's item starts afresh (its partners keep their side of the pair). The pause grows
+with the entries freed and the rows scanned: on the loaded shared 2-core machine (load 4 to 6,
+130,000 rows, Zipf items, window 20), evicting 750,000 entries (a quarter of 3M) took 1.0 s and
+an eighth (375,000) 0.6 to 0.8 s, about 4 % of the time once saturated: one pause within a
+batch, under ``max_poll_interval_ms`` (3 s). Counting itself slows as hot rows fill (their
+per-row prunes), which is older than this bound.
 
 Candidates for a user are the neighbours of the last ``recent`` items of the history, each
 history item weighted by ``recency_decay ** age`` (age 0 = latest), scores summed.
@@ -134,7 +139,7 @@ class CoVisitation:
         recent.append((key, weight))
         self._tick += 1
         if self.max_pairs is not None and self._entries > self.max_pairs:
-            self._evict(self.max_pairs * 3 // 4)
+            self._evict(self.max_pairs * 7 // 8)
         return paired
 
     def _evict(self, target: int) -> None:
