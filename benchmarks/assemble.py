@@ -20,6 +20,7 @@ SECTIONS = (
     ("NEW_ITEMS.md", "New items through the worker: evidence to recommendable"),
     ("SNAPSHOT.md", "Index snapshots: restart to ready at 100,000 items (issue 15)"),
     ("TRAINING.md", "Training at catalog scale (issue 18)"),
+    ("MEMORY.md", "Worker memory at 1,000,000 items x d = 64 (issue 15)"),
 )
 HEADER = """# Benchmarks
 
@@ -37,6 +38,7 @@ the load noted in its section, and prefer the ratios measured within one run.
 | new items: evidence → recommendable | `benchmarks/new_items.py` | `make new-items` |
 | index snapshots: restart to ready | `benchmarks/snapshot.py` | `make snapshot-bench` |
 | training cost vs catalog size, losses | `benchmarks/train_bench.py` | `make train-bench` |
+| worker memory at 1M items x d = 64 | `benchmarks/memory.py` | `make memory-bench` |
 """
 
 

@@ -34,14 +34,22 @@ moves a vector most, is written at once (the first ten touches each, with the de
 later a popular item's vector is rewritten about every tenth of its history. ``write_vectors``
 (a restore, or an explicit refresh) always writes.
 
+**Content vectors are not kept twice.** While the index still holds the catalog's vector of a
+new item (no evidence written over it yet), that vector is read from the index; a copy is kept
+here only once evidence is about to overwrite it. At 1,000,000 catalog items with vectors
+(d = 64) a copy each cost about 400 MiB (a NumPy array and a dict entry per item,
+``benchmarks/memory.py``); now the items with evidence alone hold one.
+
 For metrics, ``updates`` counts the vectors written and ``searchable`` the new items whose
-evidence or content vector is in the index and live now (kept as a set, so reading it is O(1);
-the ranker calls ``update_searchable`` after every catalog change of an item).
+evidence or content vector is in the index and live now (a counted flag per index label, so
+reading it is O(1); the ranker calls ``update_searchable`` after every catalog change of an
+item). The per-item bookkeeping is a byte per index label, not id sets (three sets cost ~96 MiB
+at 1,000,000 items).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -84,33 +92,80 @@ class NewItemVectors:
         self.covisit = covisit
         self.content_weight = content_weight
         self.prior = prior
+        # content vectors of new items: those the index no longer holds (module docstring),
+        # and the ids whose vector in the index is still their content vector
         self._content: dict[str, np.ndarray] = {}
         self.updates = 0  # vectors written (for metrics and tests)
-        self._vectored: set[str] = set()  # new items given an evidence or content vector
-        self._searchable: set[str] = set()  # ... whose vector is live in the index now
+        # per index label: VECTORED (a new item given an evidence or content vector),
+        # SEARCHABLE (... whose vector is live in the index now), IN_INDEX (its content vector
+        # is the index's): a byte per item, not three id sets (~96 MiB at 1M items)
+        self._flags = _LabelFlags()
 
     @property
     def searchable(self) -> int:
         """New items with an evidence or content vector that are searchable now (O(1))."""
-        return len(self._searchable)
+        return self._flags.count(SEARCHABLE)
 
     def update_searchable(self, item_id: str) -> None:
         """Re-check whether a new item counts as searchable (after the index changed for it)."""
-        if item_id in self._vectored and self.index.is_live(item_id):
-            self._searchable.add(item_id)
-        else:
-            self._searchable.discard(item_id)
+        label = self._label(item_id)
+        if label >= 0:
+            on = self._flags.has(label, VECTORED) and self.index.is_live(item_id)
+            self._flags.set(label, SEARCHABLE, on)
 
-    def saved_state(self) -> tuple[dict[str, np.ndarray], list[str]]:
+    def saved_state(self) -> tuple[Mapping[str, np.ndarray], list[str]]:
         """What a snapshot keeps besides the index: the catalog's content vectors of new items
-        and the new items that have a vector in the index (copies)."""
-        return dict(self._content), sorted(self._vectored)
+        and the new items that have a vector in the index (copies of the id sets; the vectors
+        still in the index are read from it when the mapping is read, so write the snapshot
+        before the index changes, as the worker does between two catalog polls)."""
+        in_index = self._flags.labels(IN_INDEX)
+        content = _Content(dict(self._content), in_index, self.index)
+        return content, sorted(self.index.ids_of(self._flags.labels(VECTORED).tolist()))
 
-    def load_state(self, content: dict[str, np.ndarray], vectored: Iterable[str]) -> None:
+    def load_state(self, content: Mapping[str, np.ndarray], vectored: Iterable[str]) -> None:
         """Take back ``saved_state`` (with the index it was saved with)."""
-        self._content = {k: np.asarray(v, dtype=np.float32) for k, v in content.items()}
-        self._vectored = set(vectored)
-        self._searchable = {i for i in self._vectored if self.index.is_live(i)}
+        self._content, self._flags = {}, _LabelFlags()
+        ids = list(content)
+        for start in range(0, len(ids), _CHUNK):  # compared in chunks: a bounded transient
+            chunk = ids[start : start + _CHUNK]
+            vectors = np.stack([np.asarray(content[i], np.float32) for i in chunk])
+            if vectors.shape[1:] != (self.index.dim,):  # a foreign dimension: kept, never used
+                self._content.update(zip(chunk, vectors, strict=True))
+                continue
+            labels = self.index.labels_of(chunk)
+            known = labels >= 0
+            same = known.copy()
+            same[known] = np.all(self.index.vectors_at(labels[known]) == vectors[known], axis=1)
+            self._flags.set_many(labels[same], IN_INDEX)
+            for item_id, vector, in_index in zip(chunk, vectors, same.tolist(), strict=True):
+                if not in_index:
+                    self._content[item_id] = vector.copy()
+        labels = self.index.labels_of(vectored)
+        labels = labels[labels >= 0]  # a new item has a vector only in the index
+        self._flags.set_many(labels, VECTORED)
+        self._flags.set_many(labels[self.index.live_mask(labels)], SEARCHABLE)
+
+    def content_of(self, item_id: str) -> np.ndarray | None:
+        """The content vector the catalog carried for a new item (None: none)."""
+        label = self._label(item_id)
+        if self._flags.has(label, IN_INDEX):
+            return self.index.vectors_at(np.asarray([label]))[0]
+        return self._content.get(item_id)
+
+    def _label(self, item_id: str) -> int:
+        return int(self.index.labels_of([item_id])[0])
+
+    def _keep_content(self, item_id: str, vector: np.ndarray) -> None:
+        """``vector`` is about to be written over the index's vector of ``item_id``: copy the
+        content vector the index holds first (when the two differ)."""
+        label = self._label(item_id)
+        if not self._flags.has(label, IN_INDEX):
+            return
+        content = self.index.vectors_at(np.asarray([label]))[0]
+        if np.array_equal(content, vector):
+            return  # still the content vector (no evidence yet)
+        self._content[item_id] = content
+        self._flags.set(label, IN_INDEX, False)
 
     def is_new(self, item_id: str) -> bool:
         """True when the model was not trained on this item."""
@@ -119,8 +174,18 @@ class NewItemVectors:
     def set_content(self, item_id: str, vector: Iterable[float] | None) -> None:
         """Remember the content features the catalog carried for a new item."""
         if vector is not None and self.is_new(item_id):
-            self._content[item_id] = np.asarray(list(vector), dtype=np.float32)
-            self._vectored.add(item_id)  # the catalog wrote this vector into the index
+            content = np.asarray(list(vector), dtype=np.float32)
+            label = self._label(item_id)
+            held = label >= 0 and np.array_equal(
+                self.index.vectors_at(np.asarray([label]))[0], content
+            )
+            if held:
+                self._content.pop(item_id, None)  # the index holds it (module docstring)
+            else:
+                self._content[item_id] = content
+            if label >= 0:
+                self._flags.set(label, IN_INDEX, held)
+                self._flags.set(label, VECTORED, True)  # the catalog wrote it into the index
         self.update_searchable(item_id)
 
     def on_catalog_upsert(self, item_id: str, vector: Iterable[float] | None) -> list[str]:
@@ -166,11 +231,12 @@ class NewItemVectors:
         for new in sorted({i for i in items if self.is_new(i) and i in index}):
             vector = self.vector_for(new)
             if vector is not None:
+                self._keep_content(new, vector)
                 # an item the catalog removed (or made unavailable) stays hidden
                 index.upsert(new, vector.tolist(), available=index.is_live(new))
                 self.updates += 1
                 self._written_at[new] = self._touches.get(new, 0)
-                self._vectored.add(new)
+                self._flags.set(self._label(new), VECTORED, True)
                 self.update_searchable(new)
                 written.append(new)
         return written
@@ -182,7 +248,7 @@ class NewItemVectors:
             if other in self.trained:
                 weights.append(weight)
                 rows.append(other)
-        content = self._content.get(item_id)
+        content = self.content_of(item_id)
         if not rows:
             return content
         vecs = self.index.vectors_of(rows)
@@ -198,3 +264,70 @@ class NewItemVectors:
             return cooc.astype(np.float32)
         blended = (self.content_weight * content + n * cooc) / (self.content_weight + n)
         return blended.astype(np.float32)
+
+
+_CHUNK = 65_536  # content vectors compared per step in ``load_state``
+
+
+VECTORED, SEARCHABLE, IN_INDEX = 1, 2, 4  # ``NewItemVectors._flags`` bits
+
+
+class _LabelFlags:
+    """Bit flags per index label (a growing uint8 array), with a count per bit."""
+
+    def __init__(self) -> None:
+        self.bits = np.zeros(0, np.uint8)
+        self._counts = {VECTORED: 0, SEARCHABLE: 0, IN_INDEX: 0}
+
+    def has(self, label: int, bit: int) -> bool:
+        return 0 <= label < len(self.bits) and bool(self.bits[label] & bit)
+
+    def count(self, bit: int) -> int:
+        return self._counts[bit]
+
+    def _grow(self, size: int) -> None:
+        if size > len(self.bits):
+            grown = np.zeros(max(size, len(self.bits) + len(self.bits) // 8, 16), np.uint8)
+            grown[: len(self.bits)] = self.bits
+            self.bits = grown
+
+    def set(self, label: int, bit: int, on: bool) -> None:
+        self._grow(label + 1)
+        if bool(self.bits[label] & bit) != on:
+            self.bits[label] ^= bit
+            self._counts[bit] += 1 if on else -1
+
+    def set_many(self, labels: np.ndarray, bit: int) -> None:
+        """Set ``bit`` on every label of ``labels``."""
+        if len(labels):
+            self._grow(int(labels.max()) + 1)
+            fresh = np.unique(labels[(self.bits[labels] & bit) == 0])
+            self.bits[fresh] |= bit
+            self._counts[bit] += len(fresh)
+
+    def labels(self, bit: int) -> np.ndarray:
+        return np.flatnonzero(self.bits & bit)
+
+
+class _Content(Mapping[str, np.ndarray]):
+    """Content vectors for a snapshot: those kept aside, and those the index holds (read from
+    it when asked)."""
+
+    def __init__(self, own: dict[str, np.ndarray], in_index: np.ndarray, index: ItemIndex) -> None:
+        self._own, self._in_index, self._index = own, in_index, index
+
+    def __getitem__(self, item_id: str) -> np.ndarray:
+        if item_id in self._own:
+            return self._own[item_id]
+        label = int(self._index.labels_of([item_id])[0])
+        pos = int(np.searchsorted(self._in_index, label))
+        if label < 0 or pos >= len(self._in_index) or self._in_index[pos] != label:
+            raise KeyError(item_id)
+        return self._index.vectors_at(np.asarray([label]))[0]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._own
+        yield from self._index.ids_of(self._in_index.tolist())
+
+    def __len__(self) -> int:
+        return len(self._own) + len(self._in_index)

@@ -71,7 +71,7 @@ class SnapshotIdentity:
 class NewItemState:
     """The new-item state the catalog built (``NewItemVectors.saved_state``)."""
 
-    content: dict[str, np.ndarray] = field(default_factory=dict)
+    content: Mapping[str, np.ndarray] = field(default_factory=dict)
     vectored: list[str] = field(default_factory=list)
 
 

@@ -48,6 +48,7 @@ from streamrec.io.clients import (
 )
 from streamrec.ops.backoff import Backoff
 from streamrec.ops.http import OpsServer
+from streamrec.ops.memory import release_free_memory
 from streamrec.ops.metrics import Metrics
 from streamrec.ops.settings import Settings
 from streamrec.state.batch import BatchWrite, OutboxMessage
@@ -156,6 +157,7 @@ class Worker:
             ranker=make_ranker(settings, self.model),
             trained=self.model.files.item_ids,
         )
+        release_free_memory()  # what loading a snapshot freed (streamrec.ops.memory)
         self.metrics.bind_index(lambda: self.model.index)
         if self.pipeline.ranker is not None:
             self.metrics.bind_new_items(self._new_items_searchable)

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 
 from streamrec.errors import SnapshotRejected
+from streamrec.ops.memory import release_free_memory
 from streamrec.ops.metrics import Metrics
 from streamrec.ops.settings import Settings
 from streamrec.ranking.compaction import Compactor
@@ -151,11 +152,12 @@ class IndexUpkeep:
 
     def _compactor(self, model: ServingModel) -> Compactor:
         metrics = self.metrics
-        return Compactor(
-            model.index,
-            self.settings.index_compact_deleted_ratio,
-            on_done=lambda seconds: metrics.index_compactions.inc(),
-        )
+
+        def done(seconds: float) -> None:
+            metrics.index_compactions.inc()
+            release_free_memory()  # the old graph and the build's copies (streamrec.ops.memory)
+
+        return Compactor(model.index, self.settings.index_compact_deleted_ratio, on_done=done)
 
     def swap_model(self, model: ServingModel, ranker: Ranker | None) -> None:
         """Serve another model and index from now on (between two batches): a compaction of
@@ -200,6 +202,7 @@ class IndexUpkeep:
             self.metrics.errors.labels(component="snapshot").inc()
             return False
         seconds = time.perf_counter() - start
+        release_free_memory()  # the snapshot's copies of the arrays (streamrec.ops.memory)
         self._last_write_s = seconds
         self.metrics.snapshot_write_seconds.set(seconds)
         self.metrics.snapshots_written.inc()

@@ -191,3 +191,47 @@ def test_event_only_items_keep_no_per_item_vector_state() -> None:
         rec.observe(make_event(event_id=f"b{n}", user_id="u", item_id=f"junk{n}", ts=n))
     assert rec.new_items._touches == {} and rec.new_items._written_at == {}
     assert rec.index.n_labels == 50
+
+
+def test_a_content_vector_is_read_from_the_index_until_evidence_overwrites_it() -> None:
+    rec = make_ranker(content_weight=1.0)
+    content = np.linspace(-1, 1, 8).astype(np.float32)
+    announce(rec, "fresh", tuple(content.tolist()))
+    new_items = rec.new_items
+    assert new_items._content == {}  # no copy while the index holds the catalog's vector
+    np.testing.assert_array_equal(new_items.content_of("fresh"), content)
+    rec.observe(make_event(user_id="u", item_id="i3"))
+    rec.observe(make_event(user_id="u", item_id="fresh"))  # evidence: the index vector moves
+    assert not np.array_equal(rec.index.vectors_of(["fresh"])[0], content)
+    np.testing.assert_array_equal(new_items.content_of("fresh"), content)  # kept aside first
+    # the blend still starts from the catalog's content, not from the evidence vector
+    i3 = rec.index.vectors_of(["i3"])[0]
+    want = (content + i3) / 2
+    np.testing.assert_allclose(rec.index.vectors_of(["fresh"])[0], want, rtol=1e-5)
+    # a new catalog vector replaces the content (and, with evidence, is blended at once)
+    announce(rec, "fresh", tuple(float(x) for x in np.ones(8)))
+    np.testing.assert_array_equal(new_items.content_of("fresh"), np.ones(8, np.float32))
+    np.testing.assert_allclose(rec.index.vectors_of(["fresh"])[0], (1 + i3) / 2, rtol=1e-5)
+    # without evidence, the index holds the catalog's vector: no copy
+    announce(rec, "quiet", tuple(float(x) for x in np.ones(8)))
+    assert "quiet" not in new_items._content
+    np.testing.assert_array_equal(new_items.content_of("quiet"), np.ones(8, np.float32))
+
+
+def test_saved_content_round_trips_through_load_state() -> None:
+    rec = make_ranker(content_weight=1.0)
+    kept = np.linspace(-1, 1, 8).astype(np.float32)
+    announce(rec, "moved", tuple(kept.tolist()))
+    announce(rec, "still", tuple(float(x) for x in np.ones(8)))
+    rec.observe(make_event(user_id="u", item_id="i3"))
+    rec.observe(make_event(user_id="u", item_id="moved"))
+    content, vectored = rec.new_items.saved_state()
+    assert sorted(content) == ["moved", "still"] and len(content) == 2
+    np.testing.assert_array_equal(content["moved"], kept)
+    np.testing.assert_array_equal(content["still"], np.ones(8, np.float32))
+    again = make_ranker(content_weight=1.0)
+    again.index.replace_with(rec.index)
+    again.new_items.load_state(dict(content), vectored)
+    assert list(again.new_items._content) == ["moved"]  # "still" is read from the index
+    for item_id in ("moved", "still"):
+        np.testing.assert_array_equal(again.new_items.content_of(item_id), content[item_id])
