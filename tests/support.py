@@ -155,3 +155,36 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for s in family.samples:
             samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return samples
+
+
+def secured_round_trip(
+    settings: Settings, bootstrap: str, security: dict[str, Any], n_events: int
+) -> None:
+    """Through a secured listener (TLS, SASL): the worker answers every one of ``n_events``
+    events; the test's own producer and consumer use ``security`` too."""
+    import json
+
+    from streamrec.io.clients import ensure_topics
+    from streamrec.ranking.modelfiles import read_model_dir
+
+    ensure_topics(settings)
+    items = read_model_dir(settings.model_dir).item_ids
+    events = [Event(f"e{i}", f"u{i % 7}", items[i % len(items)], "click", 1_700_000_000_000 + i)
+              for i in range(n_events)]  # fmt: skip
+    with running_worker(settings):
+        prod = KafkaProducer(bootstrap_servers=bootstrap, acks="all", **security)
+        for e in events:
+            prod.send(settings.events_topic, key=e.user_id.encode(), value=encode_event(e))
+        prod.flush(30)
+        prod.close()
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, consumer_timeout_ms=20000, **security)
+        tps = [TopicPartition(settings.recs_topic, p) for p in range(4)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        answered: set[str] = set()
+        for record in consumer:
+            answered.add(json.loads(record.value)["event_id"])
+            if len(answered) == len(events):
+                break
+        consumer.close()
+    assert answered == {e.event_id for e in events}

@@ -18,7 +18,6 @@ with ``--authentication`` refuses a client without credentials.
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
 import subprocess
@@ -26,16 +25,13 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
-from kafka.structs import TopicPartition
 from needs import unavailable
-from support import running_worker, unique_settings
+from support import secured_round_trip, unique_settings
 
-from streamrec.core.events import Event
 from streamrec.errors import ConfigError
 from streamrec.io.broker import (
     BUCKET,
@@ -46,10 +42,7 @@ from streamrec.io.broker import (
     s3_env,
     wait_for_port,
 )
-from streamrec.io.clients import ensure_topics
-from streamrec.io.codec import encode_event
 from streamrec.ops.settings import Settings
-from streamrec.ranking.modelfiles import read_model_dir
 
 pytestmark = pytest.mark.broker
 
@@ -135,31 +128,6 @@ def _sasl(mechanism: str, password: str | None = None) -> dict[str, str]:
     }
 
 
-def _round_trip(settings: Settings, bootstrap: str, security: dict[str, Any]) -> None:
-    """The worker answers every event; the test's own clients use ``security`` too."""
-    ensure_topics(settings)
-    items = read_model_dir(settings.model_dir).item_ids
-    events = [Event(f"e{i}", f"u{i % 7}", items[i % len(items)], "click", 1_700_000_000_000 + i)
-              for i in range(40)]  # fmt: skip
-    with running_worker(settings):
-        prod = KafkaProducer(bootstrap_servers=bootstrap, acks="all", **security)
-        for e in events:
-            prod.send(settings.events_topic, key=e.user_id.encode(), value=encode_event(e))
-        prod.flush(30)
-        prod.close()
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, consumer_timeout_ms=20000, **security)
-        tps = [TopicPartition(settings.recs_topic, p) for p in range(4)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        answered: set[str] = set()
-        for record in consumer:
-            answered.add(json.loads(record.value)["event_id"])
-            if len(answered) == len(events):
-                break
-        consumer.close()
-    assert answered == {e.event_id for e in events}
-
-
 @pytest.mark.xfail(strict=True, raises=KafkaTimeoutError, reason=NO_SCRAM_STORE)
 @pytest.mark.parametrize("mechanism", sorted(USERS))
 def test_the_worker_runs_over_scram(
@@ -174,7 +142,7 @@ def test_the_worker_runs_over_scram(
     sasl = settings.kafka_security()  # what the worker's own clients use
     assert sasl == _sasl(mechanism)
     _log_in(bootstrap, **sasl)  # fails fast when the login is refused
-    _round_trip(settings, bootstrap, sasl)
+    secured_round_trip(settings, bootstrap, sasl, 40)
     with pytest.raises(KafkaError):  # a wrong password is refused
         _log_in(bootstrap, **_sasl(mechanism, "wrong"))
 

@@ -8,7 +8,6 @@ with ``--key``. SASL: tests/integration/test_sasl.py (README, "Security").
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import ssl
@@ -17,17 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
-from kafka.structs import TopicPartition
 from needs import unavailable
-from support import running_worker, unique_settings
+from support import secured_round_trip, unique_settings
 
-from streamrec.core.events import Event
 from streamrec.io.broker import broker_command, free_port, wait_for_port
-from streamrec.io.clients import ensure_topics
-from streamrec.io.codec import encode_event
 from streamrec.ops.settings import Settings
-from streamrec.ranking.modelfiles import read_model_dir
 
 pytestmark = pytest.mark.broker
 
@@ -86,28 +79,8 @@ def test_the_worker_runs_over_tls(
 ) -> None:
     bootstrap, ca = tls_broker
     settings = _settings(bootstrap, ca, model_dir, tmp_path)
-    ensure_topics(settings)
-    items = read_model_dir(model_dir).item_ids
-    events = [Event(f"e{i}", f"u{i % 7}", items[i % len(items)], "click", 1_700_000_000_000 + i)
-              for i in range(60)]  # fmt: skip
     tls = {"security_protocol": "SSL", "ssl_cafile": str(ca)}
-    with running_worker(settings):
-        prod = KafkaProducer(bootstrap_servers=bootstrap, acks="all", **tls)
-        for e in events:
-            prod.send(settings.events_topic, key=e.user_id.encode(), value=encode_event(e))
-        prod.flush(30)
-        prod.close()
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, consumer_timeout_ms=20000, **tls)
-        tps = [TopicPartition(settings.recs_topic, p) for p in range(4)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        answered: set[str] = set()
-        for record in consumer:
-            answered.add(json.loads(record.value)["event_id"])
-            if len(answered) == len(events):
-                break
-        consumer.close()
-    assert answered == {e.event_id for e in events}
+    secured_round_trip(settings, bootstrap, tls, 60)
 
 
 def test_the_listener_is_tls_and_needs_the_ca(tls_broker: tuple[str, Path]) -> None:
