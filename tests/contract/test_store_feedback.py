@@ -4,11 +4,12 @@ PostgreSQL: round trips, the migration that adds it, and restores that never rea
 from __future__ import annotations
 
 from sqlalchemy import inspect, text
+from test_store import _migrate_to
 
 from streamrec.core.events import Event
 from streamrec.core.history import MAX_IMPRESSED, UserState
 from streamrec.state.batch import AppliedEvent, BatchWrite
-from streamrec.state.store import MIGRATIONS_DIR, Store
+from streamrec.state.store import Store
 
 TOPIC = "events"
 WITH_FEEDBACK = UserState(
@@ -52,17 +53,6 @@ def test_feedback_events_are_deduplicated_but_never_restored(store: Store) -> No
     assert store.applied(["c1", "s1", "d1", "p1", "x"]) == {"c1", "s1", "d1", "p1"}
     assert store.recent_events(0, 0, 10) == [(0, events[0]), (3, events[3])]
     assert store.recent_events(0, 0, 1) == [(3, events[3])]  # the limit counts interactions
-
-
-def _migrate_to(url: str, revision: str, downgrade: bool = False) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with Store(url) as s, s.engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        (command.downgrade if downgrade else command.upgrade)(cfg, revision)
 
 
 def test_migration_0005_gives_existing_users_empty_feedback(db_url: str) -> None:
