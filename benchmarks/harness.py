@@ -171,6 +171,17 @@ def train_simulated(
     return tmp / "model", summary, time.monotonic() - start
 
 
+def model_or_small(model: str | None, dim: int, tmp: Path) -> Path:
+    """``model`` (checked) when given, else a small model trained here: d=``dim``, max_len 20,
+    2 epochs on 3,000 simulated events (what the index and memory benchmarks need)."""
+    if model:
+        return check_model_dir(Path(model))
+    from streamrec.training.train import TrainConfig
+
+    config = TrainConfig(epochs=2, max_len=20, dim=dim, progress=False, threads=1)
+    return train_simulated(tmp, 3000, config, f"training a d={dim} model")[0]
+
+
 def train_warmup_model(
     data: str, model_dir: Path, fraction: float, epochs: int, events: list[Any] | None = None
 ) -> float | None:

@@ -28,8 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import HERE, check_model_dir, machine, publish, run_lines, say, table_head
-from harness import train_simulated as train
+from harness import HERE, machine, model_or_small, publish, run_lines, say, table_head
 
 GOAL_BYTES = 1 << 30
 MIB = 1 << 20
@@ -116,13 +115,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
     from streamrec.ops.settings import load_settings
     from streamrec.ranking.modelfiles import read_model_dir
-    from streamrec.training.train import TrainConfig
 
-    if args.model:
-        model_dir = check_model_dir(Path(args.model))
-    else:
-        config = TrainConfig(epochs=2, max_len=20, dim=args.dim, progress=False, threads=1)
-        model_dir, _, _ = train(tmp, 3000, config, f"training a d={args.dim} model")
+    model_dir = model_or_small(args.model, args.dim, tmp)
     files = read_model_dir(model_dir)
     snaps = Path(args.snapshot_dir) if args.snapshot_dir else tmp / "snaps"
     if not args.snapshot_dir:

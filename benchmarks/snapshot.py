@@ -35,13 +35,12 @@ from typing import Any
 from harness import (
     HERE,
     broker_settings,
-    check_model_dir,
     machine,
+    model_or_small,
     publish,
     run_lines,
     say,
     table_head,
-    train_simulated,
 )
 from throughput_workload import make_catalog
 
@@ -99,13 +98,7 @@ class Started:
 
 def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     """Everything measured (module docstring), as plain values."""
-    if args.model:
-        model_dir = check_model_dir(Path(args.model))
-    else:
-        from streamrec.training.train import TrainConfig
-
-        config = TrainConfig(epochs=2, max_len=20, dim=args.dim, progress=False, threads=1)
-        model_dir, _, _ = train_simulated(tmp, 3000, config, f"training a d={args.dim} model")
+    model_dir = model_or_small(args.model, args.dim, tmp)
     files = read_model_dir(model_dir)
     snaps = tmp / "snapshots"
     out: dict[str, Any] = {"items": args.items, "dim": files.meta.dim}

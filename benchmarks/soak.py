@@ -47,8 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from harness import HERE, ROOT, broker_settings, check_model_dir, machine, run_lines, say
-from harness import train_simulated as train
+from harness import HERE, ROOT, broker_settings, machine, model_or_small, run_lines, say
 from soak_report import plot, table, verdicts, write_section
 from throughput_workload import Catalog, Traffic, make_catalog
 
@@ -269,13 +268,8 @@ def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from streamrec.io.broker import free_port
     from streamrec.io.traffic import produce_catalog
     from streamrec.ranking.modelfiles import read_model_dir
-    from streamrec.training.train import TrainConfig
 
-    if args.model:
-        model_dir = check_model_dir(Path(args.model))
-    else:
-        config = TrainConfig(epochs=2, max_len=20, dim=args.dim, progress=False, threads=1)
-        model_dir, _, _ = train(tmp, 3000, config, f"training a d={args.dim} model")
+    model_dir = model_or_small(args.model, args.dim, tmp)
     files = read_model_dir(model_dir)
     db = tmp / "worker.db"
     env = {
