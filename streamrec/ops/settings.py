@@ -167,6 +167,11 @@ class Settings(BaseSettings):
     new_item_prior: float = Field(
         0.0, ge=0, description="co-occurrence weight at which a new item's vector has half norm"
     )
+    new_item_refresh_ratio: float = Field(
+        0.1,
+        ge=0,
+        description="rewrite a new item's vector when its evidence grew by this share (0: always)",
+    )
     ab_arms: tuple[ArmSpec, ...] = Field(
         (), description="A/B arms (JSON list): users split by a stable hash; empty: no test"
     )

@@ -69,6 +69,7 @@ class NewItemVectors:
             (0: full norm from the first co-occurrence).
         refresh_ratio: rewrite a vector once its evidence events since the last write reach
             this share of those counted then (0: after every event, as before).
+        threads: threads of hnswlib's graph rewrite of a batch's vectors.
     """
 
     def __init__(
@@ -79,12 +80,14 @@ class NewItemVectors:
         content_weight: float = 2.0,
         prior: float = 0.0,
         refresh_ratio: float = 0.1,
+        threads: int = 1,
     ) -> None:
         if prior < 0:
             raise ValueError(f"prior must be >= 0, got {prior}")
         if refresh_ratio < 0:
             raise ValueError(f"refresh_ratio must be >= 0, got {refresh_ratio}")
         self.refresh_ratio = refresh_ratio
+        self.threads = threads
         self._touches: dict[str, int] = {}  # evidence events per new item
         self._written_at: dict[str, int] = {}  # its touches when its vector was last written
         self.index = index
@@ -205,16 +208,27 @@ class NewItemVectors:
         Returns:
             the new items whose vector was written.
         """
+        return self.write_vectors(self.touch(item_id, paired))
+
+    def touch(self, item_id: str, paired: Iterable[str]) -> list[str]:
+        """Count one event of ``item_id`` paired with ``paired`` as evidence of the new items
+        among them, writing nothing.
+
+        Returns:
+            the new items whose vector is due (``on_pairs`` writes them at once; a batch may
+            collect them over its events and write each once, ``write_vectors``).
+        """
         due = []
+        index, touches_of, written_at = self.index, self._touches, self._written_at
         for item in {item_id, *paired}:
-            if not self.is_new(item) or item not in self.index:  # not in the catalog (yet)
+            if item in self.trained or item not in index:  # trained, or not in the catalog yet
                 continue
-            touches = self._touches.get(item, 0) + 1
-            self._touches[item] = touches
-            last = self._written_at.get(item, 0)
+            touches = touches_of.get(item, 0) + 1
+            touches_of[item] = touches
+            last = written_at.get(item, 0)
             if touches - last >= max(1.0, self.refresh_ratio * last):
                 due.append(item)
-        return self.write_vectors(due)
+        return due
 
     def write_vectors(self, items: Iterable[str]) -> list[str]:
         """Write the current evidence vector of every new item among ``items``.
@@ -226,19 +240,23 @@ class NewItemVectors:
         Returns:
             the new items whose vector was written.
         """
-        written = []
+        written, vectors = [], []
         index = self.index
         for new in sorted({i for i in items if self.is_new(i) and i in index}):
             vector = self.vector_for(new)
             if vector is not None:
                 self._keep_content(new, vector)
-                # an item the catalog removed (or made unavailable) stays hidden
-                index.upsert(new, vector.tolist(), available=index.is_live(new))
-                self.updates += 1
-                self._written_at[new] = self._touches.get(new, 0)
-                self._flags.set(self._label(new), VECTORED, True)
-                self.update_searchable(new)
                 written.append(new)
+                vectors.append(vector)
+        if not written:
+            return written
+        # one graph call for all (an item the catalog removed or made unavailable stays hidden)
+        index.update_vectors(written, np.stack(vectors), threads=self.threads)
+        self.updates += len(written)
+        for new in written:
+            self._written_at[new] = self._touches.get(new, 0)
+            self._flags.set(self._label(new), VECTORED, True)
+            self.update_searchable(new)
         return written
 
     def vector_for(self, item_id: str) -> np.ndarray | None:

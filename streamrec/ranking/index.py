@@ -232,6 +232,35 @@ class ItemIndex:
                     self._graph.mark_deleted(label)
         self._set_live(label, available)
 
+    def update_vectors(
+        self, item_ids: Sequence[str], vectors: np.ndarray, threads: int = 1
+    ) -> None:
+        """Replace the vectors of known items (liveness unchanged) in one graph call.
+
+        The same contents as one ``upsert`` per item, but hnswlib rewrites the graph's
+        vectors in one ``add_items`` (on ``threads`` threads).
+
+        Raises:
+            ItemIndexError: an id is unknown, or the vectors have the wrong shape.
+        """
+        if not len(item_ids):
+            return
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(item_ids), self.dim):
+            raise ItemIndexError(f"vectors {vectors.shape} do not match {len(item_ids)} ids")
+        labels = self.labels_of(item_ids)
+        if np.any(labels < 0):
+            raise ItemIndexError("update_vectors takes known items only")
+        self._vectors[labels] = vectors
+        for label in labels.tolist():
+            self._touch(label)
+        rows = labels[self._in_graph[labels]]
+        if len(rows):
+            # add_items on existing labels replaces their vectors and un-deletes them
+            self._graph.add_items(self._vectors[rows], rows, num_threads=threads)
+            for label in rows[~self._live[rows]].tolist():
+                self._graph.mark_deleted(label)
+
     def reserve(self, extra: int) -> None:
         """Make room for ``extra`` more items, so that adding them does not grow the graph
         (growing copies it: call this where a pause does not matter, e.g. off the loop)."""

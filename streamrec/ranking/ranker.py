@@ -102,6 +102,8 @@ class RankingConfig:
         content_weight: weight of catalog content vectors for new items.
         new_item_prior: co-occurrence weight at which a new item's evidence vector reaches
             half of its neighbours' norm (0: full norm from the first co-occurrence).
+        new_item_refresh_ratio: a new item's vector is rewritten once its evidence events
+            since the last write reach this share of those counted then (``coldstart``).
         event_weights: weight per event type (trending and co-visitation).
         explore_rate: probability that a slot explores (0 disables exploration).
         explore_from: where exploration slots draw from (module docstring): ``"ann"``,
@@ -131,6 +133,7 @@ class RankingConfig:
     new_item_vectors: bool = True
     content_weight: float = 2.0
     new_item_prior: float = 0.0
+    new_item_refresh_ratio: float = 0.1
     event_weights: dict[str, float] = field(default_factory=lambda: {"click": 1.0, "purchase": 3.0})
     explore_rate: float = 0.03
     explore_from: ExploreFrom = "catalog"
@@ -158,6 +161,7 @@ class RankingConfig:
             covisit_half_life_s=settings.covisit_half_life_s or None,
             new_item_vectors=settings.new_item_vectors,
             new_item_prior=settings.new_item_prior,
+            new_item_refresh_ratio=settings.new_item_refresh_ratio,
             event_weights={"click": 1.0, "purchase": settings.purchase_weight},
             explore_rate=settings.explore_rate,
             explore_from=settings.explore_from,
@@ -209,7 +213,12 @@ class Ranker:
             half_life_s=cfg.covisit_half_life_s,
         )
         self.new_items = NewItemVectors(
-            index, trained, self.covisit, cfg.content_weight, prior=cfg.new_item_prior
+            index,
+            trained,
+            self.covisit,
+            cfg.content_weight,
+            prior=cfg.new_item_prior,
+            refresh_ratio=cfg.new_item_refresh_ratio,
         )
         self.max_len = max(encoder.max_len, 1)
         self._next_offsets: dict[int, int] = {}  # per partition: the next offset not yet counted
@@ -230,7 +239,12 @@ class Ranker:
         other._next_offsets = self._next_offsets
         cfg = self.config
         other.new_items = NewItemVectors(
-            index, trained, self.covisit, cfg.content_weight, prior=cfg.new_item_prior
+            index,
+            trained,
+            self.covisit,
+            cfg.content_weight,
+            prior=cfg.new_item_prior,
+            refresh_ratio=cfg.new_item_refresh_ratio,
         )
         return other
 
@@ -272,6 +286,29 @@ class Ranker:
             self.new_items.on_pairs(event.item_id, paired)
         return True
 
+    def observe_batch(self, events: Sequence[tuple[Event, int | None, int | None]]) -> int:
+        """``observe`` each ``(event, partition, offset)`` in turn, writing each new item's
+        vector that fell due at most once, after the last event (the vector ``observe`` would
+        have written last: it depends only on the item's own counts). For a batch that is
+        recommended after all its events were counted, the lists are the same.
+
+        Returns:
+            the number of events counted.
+        """
+        due: set[str] = set()
+        counted = 0
+        vectors = self.config.new_item_vectors
+        for event, partition, offset in events:
+            if not self._take_offset(partition, offset) or event.is_feedback:
+                continue
+            paired = self._count(event)
+            if vectors:
+                due.update(self.new_items.touch(event.item_id, paired))
+            counted += 1
+        if due:
+            self.new_items.write_vectors(due)
+        return counted
+
     def restore(self, partition: int, events: Sequence[tuple[int, Event]]) -> int:
         """Observe ``(offset, event)`` pairs of one partition, in offset order.
 
@@ -287,8 +324,12 @@ class Ranker:
         counted = 0
         for offset, event in events:
             if self._take_offset(partition, offset) and not event.is_feedback:
+                paired = self._count(event)
                 touched.add(event.item_id)
-                touched.update(self._count(event))
+                touched.update(paired)
+                # the evidence is counted as in ``observe``, so that the refresh schedule
+                # after a restart continues from it (not from zero: every touch due again)
+                self.new_items.touch(event.item_id, paired)
                 counted += 1
         if self.config.new_item_vectors and touched:
             self.new_items.write_vectors(touched)

@@ -226,10 +226,9 @@ class Pipeline:
         if self.ranker is not None:
             with _timed(stats, "rank"):
                 written = self.ranker.new_items.updates
-                for rec, event, _ in snapshots:
-                    # first: new evidence counts at once; an offset already observed (a batch
-                    # re-read after a failed commit) is not counted again
-                    self.ranker.observe(event, rec.partition, rec.offset)
+                # first: new evidence counts at once; an offset already observed (a batch
+                # re-read after a failed commit) is not counted again
+                self.ranker.observe_batch([(e, r.partition, r.offset) for r, e, _ in snapshots])
                 stats.new_item_vectors += self.ranker.new_items.updates - written
                 shown = self._rank_by_arm(snapshots, excl, demote, arms)
             self.last_shown = [

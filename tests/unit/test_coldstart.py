@@ -235,3 +235,55 @@ def test_saved_content_round_trips_through_load_state() -> None:
     assert list(again.new_items._content) == ["moved"]  # "still" is read from the index
     for item_id in ("moved", "still"):
         np.testing.assert_array_equal(again.new_items.content_of(item_id), content[item_id])
+
+
+# -- batches and restarts -----------------------------------------------------------------------
+
+
+def _pair_events(n: int) -> list:
+    """n users, each clicking a trained item then one of two new items."""
+    out = []
+    for k in range(n):
+        out.append(make_event(user_id=f"u{k}", item_id=f"i{k % 50}", ts=1000 + 2 * k))
+        out.append(make_event(user_id=f"u{k}", item_id=f"new{k % 2}", ts=1001 + 2 * k))
+    return out
+
+
+def test_a_batch_writes_each_due_vector_once_and_ends_with_the_same_vectors() -> None:
+    # every touch due (ratio 0): one observe per event writes the last vector last too
+    one, batched = make_ranker(new_item_refresh_ratio=0.0), make_ranker(new_item_refresh_ratio=0.0)
+    for rec in (one, batched):
+        announce(rec, "new0")
+        announce(rec, "new1")
+    events = _pair_events(40)
+    for offset, event in enumerate(events):
+        one.observe(event, 0, offset)
+    assert batched.observe_batch([(e, 0, o) for o, e in enumerate(events)]) == len(events)
+    np.testing.assert_allclose(
+        batched.index.vectors_of(["new0", "new1"]), one.index.vectors_of(["new0", "new1"])
+    )
+    assert batched.new_items.updates == 2 < one.new_items.updates
+    # the batch's offsets count as observed: a re-read batch changes nothing
+    assert batched.observe_batch([(e, 0, o) for o, e in enumerate(events)]) == 0
+
+
+def test_a_restore_continues_the_refresh_schedule_instead_of_restarting_it() -> None:
+    live, restarted = make_ranker(), make_ranker()
+    for rec in (live, restarted):
+        announce(rec, "new0")
+        announce(rec, "new1")
+    events = _pair_events(200)
+    for offset, event in enumerate(events):
+        live.observe(event, 0, offset)
+    restarted.restore(0, list(enumerate(events)))
+    live.new_items.write_vectors(["new0"])  # the up-to-date vector (the schedule lags)
+    np.testing.assert_allclose(
+        restarted.index.vectors_of(["new0"]), live.index.vectors_of(["new0"]), rtol=1e-5
+    )
+    # one more event each: 100 touches counted, so neither is due (before the fix, a restore
+    # left the counts at zero and every touch after a restart rewrote the vector)
+    more = [make_event(user_id="v", item_id="i7", ts=9000), make_event(user_id="v", item_id="new0")]
+    for rec in (live, restarted):
+        before = rec.new_items.updates
+        rec.observe_batch([(e, 0, 400 + o) for o, e in enumerate(more)])
+        assert rec.new_items.updates == before

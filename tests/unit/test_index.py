@@ -312,3 +312,26 @@ def test_reserve_makes_room_without_changing_results() -> None:
         index.upsert(f"new{n}", [5.0 if n == 0 else 0.0] * 8, True)
     assert index.size == 150 and index.is_live("new99")
     assert index.search(np.ones((1, 8), np.float32), 1)[0][0][0] == "new0"
+
+
+def test_update_vectors_in_one_call_equals_one_upsert_each_and_keeps_hidden_items_hidden() -> None:
+    one, batched = random_index(n_items=60, dim=DIM, seed=4), random_index(60, dim=DIM, seed=4)
+    for index in (one, batched):
+        index.remove("i5")
+    ids = ["i3", "i5", "i9"]
+    vectors = _queries(3, seed=9) * 3
+    for item_id, vector in zip(ids, vectors, strict=True):
+        one.upsert(item_id, vector.tolist(), available=one.is_live(item_id))
+    batched.update_vectors(ids, vectors)
+    np.testing.assert_array_equal(batched.vectors_of(ids), one.vectors_of(ids))
+    assert not batched.is_live("i5") and batched.size == one.size == 59
+    for query in vectors:
+        assert [i for i, _ in batched.search(query, 5)[0]] == [
+            i for i, _ in one.search(query, 5)[0]
+        ]
+        assert "i5" not in [i for i, _ in batched.search(query, 59)[0]]
+    assert batched.search(vectors[0], 1)[0][0][0] == "i3"
+    with pytest.raises(ItemIndexError):
+        batched.update_vectors(["nope"], vectors[:1])
+    with pytest.raises(ItemIndexError):
+        batched.update_vectors(ids, vectors[:2])
