@@ -181,7 +181,7 @@ class Settings(BaseSettings):
         True, description="each output item says its source (and co-visitation anchor)"
     )
     impression_demote_after: int = Field(
-        3, ge=1, description="times an item is shown without a click before it is demoted"
+        10, ge=1, description="times an item is shown without a click before it is demoted"
     )
     impression_demote_strength: float = Field(
         0.5, ge=0, description="decay rate of a demoted item's score per show (0: no demotion)"
