@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 Stat = Callable[[np.ndarray], np.ndarray]
+WEIGHT_CELLS = 4_000_000  # bootstrap weights held at once (replicates x users), 32 MB
 
 
 def cluster_bootstrap(
@@ -45,9 +46,14 @@ def cluster_bootstrap(
     if n < 2 or n_boot < 1:
         return value, value, value
     rng = np.random.default_rng(seed)
-    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        reps = stat(weights @ rows)
+    chunk = max(1, min(n_boot, WEIGHT_CELLS // n))  # bounded memory for many users
+    parts = []
+    for start in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - start)
+        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=size).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            parts.append(stat(weights @ rows))
+    reps = np.concatenate(parts)
     reps = reps[np.isfinite(reps)]
     if reps.size == 0:
         return value, math.nan, math.nan
@@ -76,11 +82,11 @@ def coverage_interval(
 
     Returns:
         ``(value, low, high)``: the value +- z * the standard deviation of bootstrap
-        replicates over users. Coverage is a distinct count, not a sum: a replicate loses
-        every item that only the users it left out were shown (about a third of the items
-        one user saw), so replicates sit below the value and a percentile interval would
-        often not contain it; their spread still measures how much the count depends on
-        which users an arm got.
+        replicates over users, within [0, 1]. Coverage is a distinct count, not a sum: a
+        replicate loses every item that only the users it left out were shown (about a third
+        of the items one user saw), so replicates sit below the value and a percentile
+        interval would often not contain it; their spread still measures how much the count
+        depends on which users an arm got.
     """
     shown = (np.asarray(incidence) > 0).astype(np.float32)
     size = max(catalog_size, 1)
@@ -96,12 +102,13 @@ def coverage_interval(
     n = shown.shape[0]
     value = float(stat(shown.sum(axis=0, keepdims=True))[0])
     reps: list[np.ndarray] = []
-    for start in range(0, n_boot, 100):
-        count = min(100, n_boot - start)
+    chunk = max(1, min(100, WEIGHT_CELLS // n))
+    for start in range(0, n_boot, chunk):
+        count = min(chunk, n_boot - start)
         weights = rng.multinomial(n, np.full(n, 1.0 / n), size=count).astype(np.float32)
         reps.append(stat(weights @ shown))
     half = _z(level) * float(np.std(np.concatenate(reps), ddof=1))
-    return value, value - half, value + half
+    return value, max(value - half, 0.0), min(value + half, 1.0)
 
 
 def _z(level: float) -> float:

@@ -69,6 +69,7 @@ def test_coverage_interval_centres_on_the_distinct_share() -> None:
     value, low, high = coverage_interval(own, 80, n_boot=500)
     assert value == 0.5
     assert low < value < high and value - low == pytest.approx(high - value)
+    assert coverage_interval(own, 40, n_boot=200)[2] == 1.0  # never beyond the catalog
 
 
 def _shown(items: list[str], explored: int | None = None) -> list[ShownItem]:
@@ -165,3 +166,13 @@ def test_estimate_with_ci_keeps_the_point_estimates() -> None:
     ci = estimate_with_ci(lists, greedy_target, n_boot=100)
     assert {k: ci[k] for k in plain} == plain
     assert ci["users"] == 7 and ci["ips_ci"] == [2.0, 2.0]  # every list has the same value
+
+
+def test_the_bootstrap_in_chunks_draws_the_same_replicates(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamrec.evaluation import intervals
+
+    rng = np.random.default_rng(5)
+    rows = np.stack([np.ones(500), (rng.random(500) < 0.4).astype(float)], axis=1)
+    whole = cluster_bootstrap(rows, ratio(1, 0), n_boot=300, seed=9)
+    monkeypatch.setattr(intervals, "WEIGHT_CELLS", 7 * 500)  # 7 replicates at a time
+    assert cluster_bootstrap(rows, ratio(1, 0), n_boot=300, seed=9) == whole
