@@ -286,6 +286,11 @@ def replay_arms(
 
     if not settings.ab_arms:
         raise ValueError("replay_arms needs settings with ab_arms")
+    if settings.pinned_model_version() is not None:
+        raise ValueError(
+            "the replay ranks every arm with its --model: remove the arms' model_version "
+            "(replay each model version on its own to compare them)"
+        )
     arms = [Arm(a.name, a.weight, a.overrides()) for a in settings.ab_arms]
     assignment = Assignment(arms, settings.ab_salt)
     recorder = ArmRecorder(assignment.arm_of)

@@ -251,7 +251,10 @@ def _replay_by_arm(
 ) -> None:
     from streamrec.evaluation.arms import arms_table, ope_table, replay_arms
 
-    result = replay_arms(data, encoder, settings, oracle, boot, progress, ope_log)
+    try:
+        result = replay_arms(data, encoder, settings, oracle, boot, progress, ope_log)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     report = {
         "arms_setting": [a.model_dump(exclude_none=True) for a in settings.ab_arms],
         "salt": settings.ab_salt,

@@ -17,6 +17,10 @@ A version that fails (``serving.RefusedModelError``: checksum, load, dimension, 
 an ERROR log line, ``streamrec_model_reload_failures_total{reason}``, and the served model
 keeps serving; it is never tried again (publish a fixed model as a new number). Memory: two
 models and two indexes exist while a version is prepared.
+
+While the A/B arms name a ``model_version`` (``Settings.pinned_model_version``) that version
+is served and the repository is not followed: an experiment is never switched to another
+model halfway (serving two versions at once is refused by the settings: README, A/B arms).
 """
 
 from __future__ import annotations

@@ -176,3 +176,13 @@ def test_the_bootstrap_in_chunks_draws_the_same_replicates(monkeypatch: pytest.M
     whole = cluster_bootstrap(rows, ratio(1, 0), n_boot=300, seed=9)
     monkeypatch.setattr(intervals, "WEIGHT_CELLS", 7 * 500)  # 7 replicates at a time
     assert cluster_bootstrap(rows, ratio(1, 0), n_boot=300, seed=9) == whole
+
+
+def test_the_replay_refuses_arms_that_name_a_model_version() -> None:
+    from streamrec.evaluation.arms import replay_arms
+
+    pinned = '[{"name": "A", "model_version": 2}, {"name": "B", "model_version": 2}]'
+    with pytest.raises(ValueError, match="model_version"):
+        replay_arms(None, None, load_settings(ab_arms=pinned))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="needs settings with ab_arms"):
+        replay_arms(None, None, load_settings())  # type: ignore[arg-type]
