@@ -18,6 +18,8 @@ SECTIONS = (
     ("TUNING.md", "Ranking defaults chosen on a validation window (issue 7)"),
     ("REPLAY.md", "Streaming replay: cold start, fusion, exploration (issue 7)"),
     ("NEW_ITEMS.md", "New items through the worker: evidence to recommendable"),
+    ("IMPRESSIONS.md", "Impression demotion in the streaming replay (issue 17)"),
+    ("ARMS.md", "A/B arms side by side and off-policy estimates checked (issue 17)"),
     ("SNAPSHOT.md", "Index snapshots: restart to ready at 100,000 items (issue 15)"),
     ("TRAINING.md", "Training at catalog scale (issue 18)"),
     ("MEMORY.md", "Worker memory at 1,000,000 items x d = 64 (issue 15)"),
@@ -36,6 +38,8 @@ the load noted in its section, and prefer the ratios measured within one run.
 | ranking defaults (validation window) | `benchmarks/tune.py` | `make tune` |
 | streaming replay | `benchmarks/replay.py` | `make replay` |
 | new items: evidence → recommendable | `benchmarks/new_items.py` | `make new-items` |
+| impression demotion (replay) | `benchmarks/replay_impressions.py` | - |
+| A/B arms side by side, OPE checked | `benchmarks/arms.py` | - |
 | index snapshots: restart to ready | `benchmarks/snapshot.py` | `make snapshot-bench` |
 | training cost vs catalog size, losses | `benchmarks/train_bench.py` | `make train-bench` |
 | worker memory at 1M items x d = 64 | `benchmarks/memory.py` | `make memory-bench` |

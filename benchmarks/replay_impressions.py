@@ -4,9 +4,9 @@
 product's defaults (exploration included) is replayed test-then-train through
 ``Pipeline.process``; after each batch, every item of every published list is folded in as an
 ``impression`` of its user, so an item shown ``STREAMREC_IMPRESSION_DEMOTE_AFTER`` times
-without being rated is demoted in that user's later lists. Rows: demotion off (strength 0),
-and the strengths given. The model is trained on the warm-up part (``benchmarks/replay.py``'s
-``train_warmup_model``), or reused.
+without being rated is demoted in that user's later lists. Rows: one per ``after:strength``
+pair of ``--pairs`` (strength 0: demotion off). The model is trained on the warm-up part
+(``benchmarks/replay.py``'s ``train_warmup_model``), or reused.
 
 Run: ``PYTHONPATH=. .venv/bin/python benchmarks/replay_impressions.py``.
 """
@@ -14,21 +14,26 @@ Run: ``PYTHONPATH=. .venv/bin/python benchmarks/replay_impressions.py``.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 import click
 from harness import HERE, data_option, epochs_option, train_warmup_model
 
+DEFAULT_PAIRS = "3:0,3:0.5,3:1.0,5:0.25,5:0.5,10:0.25,10:0.5,20:0.5"
+
 
 @click.command()
 @data_option
 @click.option("--model", default="/tmp/replay-ml100k/model", show_default=True)
 @click.option("--fraction", default=0.8, show_default=True)
-@click.option("--strengths", default="0.5,1.0", show_default=True)
+@click.option(
+    "--pairs", default=DEFAULT_PAIRS, show_default=True, help="after:strength rows, comma-separated"
+)
 @epochs_option
-def main(data: str, model: str, fraction: float, strengths: str, epochs: int) -> None:
-    """Replay with impressions, demotion off and on; print and write the rows."""
+def main(data: str, model: str, fraction: float, pairs: str, epochs: int) -> None:
+    """Replay with impressions for each (after, strength) pair; print and write the rows."""
     from streamrec.evaluation.replay import ReplayData, load_log, replay_config
     from streamrec.ops.settings import load_settings
     from streamrec.ranking.encoder import OnnxEncoder
@@ -41,20 +46,23 @@ def main(data: str, model: str, fraction: float, strengths: str, epochs: int) ->
     replay_data = ReplayData.build(events, files, fraction)
     encoder = OnnxEncoder(files.encoder_path(), files.meta.dim, files.meta.max_len, 1)
     rows = {}
-    for strength in [0.0, *(float(s) for s in strengths.split(","))]:
-        settings = load_settings(impression_demote_strength=strength)
+    for pair in pairs.split(","):
+        after, strength = int(pair.split(":")[0]), float(pair.split(":")[1])
+        settings = load_settings(impression_demote_after=after, impression_demote_strength=strength)
         config = RankingConfig.from_settings(settings)
-        name = f"demote strength {strength}"
+        name = f"after {after}, strength {strength}"
         started = time.perf_counter()
         row = replay_config(replay_data, encoder, config, name, settings=settings, impressions=True)
         row["seconds"] = round(time.perf_counter() - started, 1)
+        row["demote_after"], row["demote_strength"] = after, strength
+        row["load_average"] = round(os.getloadavg()[0], 2)
         rows[name] = row
-        click.echo(f"{name}: {json.dumps(_brief(row))} ({row['seconds']} s)")
+        click.echo(f"{name}: {json.dumps(_brief(row))} ({row['seconds']} s)", err=False)
     (HERE / "replay_impressions.json").write_text(json.dumps(rows, indent=2, sort_keys=True))
 
 
 def _brief(row: dict) -> dict:
-    keep = ("overall", "coverage", "exploration_rate", "popularity_bias")
+    keep = ("overall", "coverage", "exploration_rate", "popularity_bias", "repeat_share")
     return {k: row[k] for k in keep if k in row}
 
 

@@ -134,6 +134,19 @@ def _train_on_warmup(warmup: list[Any], model: Path, epochs: int, max_len: int) 
     help="exploration pool of the last row [setting explore_from]",
 )
 @click.option("--row", "only", multiple=True, help="run only these ablation rows (repeatable)")
+@click.option(
+    "--ab-arms",
+    help="A/B arms as JSON (replaces STREAMREC_AB_ARMS) [setting ab_arms]",
+)
+@click.option(
+    "--by-arm",
+    is_flag=True,
+    help="one replay of the A/B test: each arm side by side with intervals, and the "
+    "off-policy estimate of each greedy arm from its exploring twin's lists",
+)
+@click.option("--oracle", is_flag=True, help="--by-arm: replay each greedy target for all users")
+@click.option("--ope-log", type=click.Path(dir_okay=False), help="--by-arm: write the lists here")
+@click.option("--boot", default=1000, show_default=True, help="bootstrap replicates (--by-arm)")
 @click.option("--epochs", default=40, show_default=True, help="training, if --model is absent")
 @click.option("--max-len", default=50, show_default=True, help="training, if --model is absent")
 @click.option("--progress/--no-progress", default=True, show_default=True)
@@ -146,6 +159,11 @@ def replay(
     explore_rate: float | None,
     explore_from: str | None,
     only: tuple[str, ...],
+    ab_arms: str | None,
+    by_arm: bool,
+    oracle: bool,
+    ope_log: str | None,
+    boot: int,
     epochs: int,
     max_len: int,
     progress: bool,
@@ -155,6 +173,11 @@ def replay(
     The model in --model must have been trained on the first --warmup-fraction of the log by
     time (checked: it may not know items that only appear later); when --model does not exist
     it is trained on that prefix first.
+
+    With --by-arm, the replay runs once with the A/B arms of the settings (STREAMREC_AB_ARMS
+    or --ab-arms): every user is ranked by the policy of its arm, and each arm's HR@10,
+    NDCG@10 and coverage are reported with 95% intervals (bootstrap over users), next to the
+    off-policy estimates (``streamrec.evaluation.arms``).
     """
     from streamrec.errors import ConfigError
     from streamrec.evaluation.replay import ReplayData, check_no_leakage, load_log, replay_config
@@ -163,9 +186,13 @@ def replay(
     from streamrec.ranking.modelfiles import read_model_dir
 
     try:
-        settings = load_settings(explore_rate=explore_rate, explore_from=explore_from)
+        settings = load_settings(
+            explore_rate=explore_rate, explore_from=explore_from, ab_arms=ab_arms
+        )
     except ConfigError as exc:
         raise click.BadParameter(str(exc)) from None
+    if by_arm and not settings.ab_arms:
+        raise click.BadParameter("--by-arm needs A/B arms (STREAMREC_AB_ARMS or --ab-arms)")
     events = load_log(data_path)
     model = Path(model_path)
     if not (model / "meta.json").is_file():
@@ -179,6 +206,9 @@ def replay(
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     encoder = OnnxEncoder(files.encoder_path(), files.meta.dim, files.meta.max_len, 1)
+    if by_arm:
+        _replay_by_arm(data, encoder, settings, oracle, boot, progress, ope_log, out)
+        return
     configs = ablation_configs(RankingConfig.from_settings(settings))
     unknown = set(only) - set(configs)
     if unknown:
@@ -209,6 +239,38 @@ def replay(
         click.echo(f"{verdict}  {check['bar']}: {check['value']} {check['op']} {check['bound']}")
 
 
+def _replay_by_arm(
+    data: Any,
+    encoder: Any,
+    settings: Any,
+    oracle: bool,
+    boot: int,
+    progress: bool,
+    ope_log: str | None,
+    out: str | None,
+) -> None:
+    from streamrec.evaluation.arms import arms_table, ope_table, replay_arms
+
+    try:
+        result = replay_arms(data, encoder, settings, oracle, boot, progress, ope_log)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    report = {
+        "arms_setting": [a.model_dump(exclude_none=True) for a in settings.ab_arms],
+        "salt": settings.ab_salt,
+        "model_version": data.files.meta.version,
+        "warmup_events": len(data.warmup),
+        "replayed_events": len(data.test),
+        **result,
+    }
+    if out:
+        Path(out).write_text(json.dumps(report, indent=2, sort_keys=True))
+    click.echo(arms_table(result["arms"]))
+    if result["ope"]:
+        click.echo("")
+        click.echo(ope_table(result["ope"]))
+
+
 @click.command("ope")
 @click.option("--log", "log_path", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option(
@@ -220,13 +282,49 @@ def replay(
 )
 @click.option("--clip", default=100.0, show_default=True, help="largest importance weight")
 @click.option("--horizon-s", default=3600.0, show_default=True, help="click attribution window")
-def ope(log_path: str, target: str, clip: float, horizon_s: float) -> None:
-    """IPS and self-normalised IPS estimates of a candidate policy's clicks per list."""
-    from streamrec.evaluation.ope import TARGETS, estimate, read_log
+@click.option(
+    "--by-arm",
+    is_flag=True,
+    help="estimate per A/B arm (the lists' arm field), side by side, with 95% intervals",
+)
+@click.option("--boot", default=1000, show_default=True, help="bootstrap replicates (intervals)")
+def ope(log_path: str, target: str, clip: float, horizon_s: float, by_arm: bool, boot: int) -> None:
+    """IPS and self-normalised IPS estimates of a candidate policy's clicks per list.
+
+    Intervals (``*_ci``, 95%) come from a bootstrap over users. With --by-arm, each arm's
+    lists are estimated on their own: the logged value is the arm's measured clicks per
+    list, and the IPS/SNIPS values estimate what --target would have had on that arm's users
+    (e.g. ``greedy`` from an exploring arm, next to a greedy arm's logged value).
+    """
+    from streamrec.evaluation.ope import TARGETS, estimate_with_ci, read_log
+    from streamrec.evaluation.ope import by_arm as group
 
     try:
         lists = read_log(log_path, horizon_ms=int(horizon_s * 1000))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    result = estimate(lists, TARGETS[target], clip=clip)
-    click.echo(json.dumps({"target": target, **result}, indent=2, sort_keys=True))
+    if not by_arm:
+        result = estimate_with_ci(lists, TARGETS[target], clip=clip, n_boot=boot)
+        click.echo(json.dumps({"target": target, **result}, indent=2, sort_keys=True))
+        return
+    arms = {
+        arm: estimate_with_ci(rows, TARGETS[target], clip=clip, n_boot=boot)
+        for arm, rows in group(lists).items()
+    }
+    click.echo(json.dumps({"target": target, "arms": arms}, indent=2, sort_keys=True))
+    click.echo(_ope_arm_table(target, arms), err=True)
+
+
+def _ope_arm_table(target: str, arms: dict[str, dict[str, Any]]) -> str:
+    def cell(result: dict[str, Any], key: str, ci: str) -> str:
+        low, high = result[ci]
+        return f"{result[key]:.4f} [{low:.4f}, {high:.4f}]"
+
+    lines = [f"| arm | lists | users | logged value | IPS of {target} | SNIPS of {target} |"]
+    lines.append("|---|---|---|---|---|---|")
+    for arm, r in arms.items():
+        lines.append(
+            f"| {arm} | {r['lists']} | {r['users']} | {cell(r, 'logged_value', 'logged_ci')} | "
+            f"{cell(r, 'ips', 'ips_ci')} | {cell(r, 'snips', 'snips_ci')} |"
+        )
+    return "\n".join(lines)

@@ -8,7 +8,10 @@ Log (JSON lines, one record per line, in any order; ``streamrec ope --log PATH``
       {"user_id": str, "generated_at": int, "items": [{"item_id": str, "propensity": float,
        "explored": bool, "target_propensity"?: float}, ...]}
 
-  (``ts`` is accepted instead of ``generated_at``);
+  (``ts`` is accepted instead of ``generated_at``; ``arm``, as the worker publishes it in an
+  A/B test, groups the lists per arm: ``streamrec ope --by-arm``; when every item of a list
+  carries ``reward``, as in the logs ``streamrec replay --ope-log`` writes, those rewards are
+  used as they are and no event is joined to the list);
 * events of the input topic (``{"event_id", "user_id", "item_id", "type", "ts"}``).
 
 Rewards: slot ``s`` of a list is rewarded 1 when the user has an event on that item after the
@@ -22,6 +25,9 @@ logged propensity, ``pi`` the candidate's):
   ``mu > 0`` wherever ``pi > 0``);
 * SNIPS: per slot ``sum_n w * r / sum_n w``, summed over slots (biased but consistent, much
   lower variance; invariant to a constant scale of ``w``).
+
+Confidence intervals (``estimate_with_ci``): a bootstrap over users
+(``streamrec.evaluation.intervals``) of the IPS, SNIPS and logged values.
 
 Candidate policies: ``greedy`` (the exploit ranking, exploration off: the slot's item has
 probability 1 iff it was not explored and no earlier slot was), ``logged`` (the logging policy
@@ -39,6 +45,10 @@ from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from streamrec.evaluation.intervals import cluster_bootstrap, ratio
 
 TargetFn = Callable[["LoggedList"], list[float]]
 
@@ -61,6 +71,7 @@ class LoggedList:
     user_id: str
     ts: int
     slots: tuple[LoggedSlot, ...]
+    arm: str | None = None
 
 
 def greedy_target(logged: LoggedList) -> list[float]:
@@ -133,12 +144,74 @@ def estimate(lists: Sequence[LoggedList], target: TargetFn, clip: float = 100.0)
     }
 
 
+def estimate_with_ci(
+    lists: Sequence[LoggedList],
+    target: TargetFn,
+    clip: float = 100.0,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """``estimate`` plus intervals from a bootstrap over users.
+
+    Returns:
+        ``estimate``'s keys plus ``ips_ci``, ``snips_ci`` and ``logged_ci`` (each
+        ``[low, high]``), ``users`` and ``level``.
+    """
+    out = estimate(lists, target, clip)
+    rows = _user_rows(lists, target, clip)
+    slots = (rows.shape[1] - 3) // 2
+
+    def snips(totals: np.ndarray) -> np.ndarray:
+        num, den = totals[:, 3 : 3 + slots], totals[:, 3 + slots :]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.asarray(np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0).sum(1))
+
+    for key, stat in (("ips", ratio(2, 0)), ("snips", snips), ("logged", ratio(1, 0))):
+        _, low, high = cluster_bootstrap(rows, stat, n_boot, level, seed)
+        out[f"{key}_ci"] = [low, high]
+    out["users"] = rows.shape[0]
+    out["level"] = level
+    return out
+
+
+def _user_rows(lists: Sequence[LoggedList], target: TargetFn, clip: float) -> np.ndarray:
+    """Per user: lists, observed reward, IPS sum, then per slot the SNIPS numerators and
+    denominators (the sums ``estimate`` makes, split by user)."""
+    slots = max((len(x.slots) for x in lists), default=0)
+    index: dict[str, int] = {}
+    for logged in lists:
+        index.setdefault(logged.user_id, len(index))
+    rows = np.zeros((max(len(index), 1), 3 + 2 * slots))
+    for logged in lists:
+        row = rows[index[logged.user_id]]
+        row[0] += 1
+        for s, (slot, pi) in enumerate(zip(logged.slots, target(logged), strict=True)):
+            row[1] += slot.reward
+            if slot.propensity <= 0:
+                continue
+            weight = min(pi / slot.propensity, clip)
+            row[2] += weight * slot.reward
+            row[3 + s] += weight * slot.reward
+            row[3 + slots + s] += weight
+    return rows
+
+
+def by_arm(lists: Sequence[LoggedList]) -> dict[str, list[LoggedList]]:
+    """The lists per arm (``-`` for lists logged outside an A/B test), by arm name."""
+    out: dict[str, list[LoggedList]] = defaultdict(list)
+    for logged in lists:
+        out[logged.arm or "-"].append(logged)
+    return dict(sorted(out.items()))
+
+
 def _slot(raw: dict[str, Any]) -> LoggedSlot:
     target = raw.get("target_propensity")
     return LoggedSlot(
         item_id=str(raw["item_id"]),
         propensity=float(raw.get("propensity", 1.0)),
         explored=bool(raw.get("explored", False)),
+        reward=float(raw.get("reward", 0.0)),
         target_propensity=None if target is None else float(target),
     )
 
@@ -176,13 +249,14 @@ def join_rewards(
             )
             for s in logged.slots
         )
-        out.append(LoggedList(logged.user_id, logged.ts, slots))
+        out.append(LoggedList(logged.user_id, logged.ts, slots, logged.arm))
     return out
 
 
 def read_log(path: str | Path, horizon_ms: int = 3_600_000) -> list[LoggedList]:
     """Read a log of recommendations and events (module docstring) and join the rewards."""
     lists: list[LoggedList] = []
+    rewarded: list[LoggedList] = []  # every item carries its reward: nothing to join
     events: list[tuple[str, str, int]] = []
     for number, text in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
         if not text.strip():
@@ -192,9 +266,13 @@ def read_log(path: str | Path, horizon_ms: int = 3_600_000) -> list[LoggedList]:
             if "items" in obj:
                 ts = int(obj.get("generated_at", obj.get("ts", 0)))
                 slots = tuple(_slot(raw) for raw in obj["items"])
-                lists.append(LoggedList(str(obj["user_id"]), ts, slots))
+                arm = None if obj.get("arm") is None else str(obj["arm"])
+                given = bool(obj["items"]) and all("reward" in raw for raw in obj["items"])
+                (rewarded if given else lists).append(
+                    LoggedList(str(obj["user_id"]), ts, slots, arm)
+                )
             else:
                 events.append((str(obj["user_id"]), str(obj["item_id"]), int(obj["ts"])))
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}:{number}: not a recommendation or event ({exc})") from None
-    return join_rewards(lists, events, horizon_ms)
+    return rewarded + join_rewards(lists, events, horizon_ms)

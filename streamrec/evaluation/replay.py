@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tqdm import tqdm
 
@@ -189,19 +189,39 @@ def _fresh_index(files: ModelFiles) -> ItemIndex:
 
 
 def _warm_lists(
-    rec: Ranker, store: MemoryStateReader, k: int, exclude_history: bool
+    pipeline: Pipeline, rec: Ranker, store: MemoryStateReader, k: int, exclude_history: bool
 ) -> dict[str, list[ShownItem]]:
-    users = sorted(store.users)
+    """Each warm-up user's list at the cut, by the ranker of the user's A/B arm (if any)."""
+    groups: dict[str | None, list[str]] = {}
+    for user in sorted(store.users):
+        groups.setdefault(pipeline.arm_of(user), []).append(user)
     current: dict[str, list[ShownItem]] = {}
-    for start in range(0, len(users), 256):
-        chunk = users[start : start + 256]
-        states = [store.users[u] for u in chunk]
-        excl = [exclusions(s, exclude_history) for s in states]
-        for user, shown in zip(
-            chunk, rec.recommend_batch(states, excl, k, keys=chunk), strict=True
-        ):
-            current[user] = shown
+    for arm, users in groups.items():
+        ranker = _ranker_of(pipeline, rec, arm)
+        for start in range(0, len(users), 256):
+            chunk = users[start : start + 256]
+            states = [store.users[u] for u in chunk]
+            excl = [exclusions(s, exclude_history) for s in states]
+            lists = ranker.recommend_batch(states, excl, k, keys=chunk)
+            current.update(zip(chunk, lists, strict=True))
     return current
+
+
+def _ranker_of(pipeline: Pipeline, rec: Ranker, arm: str | None) -> Ranker:
+    """The ranker of an A/B arm (``rec`` outside a test)."""
+    return rec if arm is None else pipeline.arm_rankers.get(arm, rec)
+
+
+class ReplayObserver(Protocol):
+    """Sees every scored list (the per-arm report, ``streamrec.evaluation.arms``)."""
+
+    def scored(self, event: Event, shown: Sequence[ShownItem], k: int) -> None:
+        """``shown`` was the user's list when ``event`` came (test-then-train)."""
+        ...
+
+    def listed(self, user_id: str, shown: Sequence[ShownItem]) -> None:
+        """A list produced during the replay (the lists coverage counts)."""
+        ...
 
 
 def replay_config(
@@ -213,6 +233,7 @@ def replay_config(
     settings: Settings | None = None,
     progress: bool = True,
     impressions: bool = False,
+    observer: ReplayObserver | None = None,
 ) -> dict[str, Any]:
     """Replay the test part of the log for one ranker configuration.
 
@@ -220,6 +241,9 @@ def replay_config(
     user: one ``impression`` event per item goes through the pipeline after its batch, so the
     user's later lists are demoted by the settings' ``impression_demote_*`` (an item of a
     list the user then rates gets its count reset, as a click would).
+
+    With A/B arms in ``settings`` (``ab_arms``), each user's lists come from the ranker of
+    the user's arm, as in the worker; ``observer`` sees every scored list (per-arm metrics).
 
     Returns:
         JSON-able: overall and per-segment metrics, coverage, popularity bias, exploration
@@ -235,11 +259,11 @@ def replay_config(
     store.applied_ids = {e.event_id for e in data.warmup}
     for event in data.warmup:
         rec.observe(event)
-    current = _warm_lists(rec, store, k, settings.exclude_history)
     clock_s = [data.warmup[-1].ts / 1000.0 if data.warmup else 0.0]
     pipeline = Pipeline(
         settings, encoder, index, data.files.meta.version, lambda: clock_s[0], ranker=rec
     )
+    current = _warm_lists(pipeline, rec, store, k, settings.exclude_history)
     segments = {s: SegmentStats() for s in ("overall", *HISTORY_SEGMENTS, *ITEM_SEGMENTS)}
     shown_stats = ListStats()
     offset = 0
@@ -250,13 +274,18 @@ def replay_config(
                 index.upsert(event.item_id, None, available=True)
             shown = current.get(event.user_id)
             if shown is None:  # a new user sees what an empty state gets right now
-                shown = rec.recommend_batch([EMPTY], [set()], k, keys=[event.event_id])[0]
+                ranker = _ranker_of(pipeline, rec, pipeline.arm_of(event.user_id))
+                shown = ranker.recommend_batch([EMPTY], [set()], k, keys=[event.event_id])[0]
                 shown_stats.add(shown)
+                if observer is not None:
+                    observer.listed(event.user_id, shown)
             state = store.users.get(event.user_id, EMPTY)
             ids = [s.item_id for s in shown]
             seen = "item=new" if event.item_id not in rec.new_items.trained else "item=seen"
             for segment in ("overall", history_segment(state.n_events), seen):
                 segments[segment].add(ids, event.item_id, k)
+            if observer is not None:
+                observer.scored(event, shown, k)
         records = [
             Record(settings.events_topic, 0, offset + i, e.user_id.encode(), encode_event(e), e.ts)
             for i, e in enumerate(batch)
@@ -273,6 +302,8 @@ def replay_config(
                 raise AssertionError("published list differs from the ranker's list")
             current[user] = shown
             shown_stats.add(shown, user)
+            if observer is not None:
+                observer.listed(user, shown)
         if impressions:
             offset = _show(pipeline, store, published, offset, clock_s[0])
         bar.update(len(batch))

@@ -38,10 +38,16 @@ class ArmSpec(BaseModel):
     weight_covisit: float | None = Field(None, ge=0)
     explore_rate: float | None = Field(None, ge=0, lt=1)
     impression_demote_strength: float | None = Field(None, ge=0)
+    model_version: int | None = Field(
+        None,
+        ge=1,
+        description="the model repository version this arm ranks with; every arm must then "
+        "name the same one (one model is served at a time: README, A/B arms)",
+    )
 
     def overrides(self) -> dict[str, float]:
         """The ranking settings this arm changes."""
-        fixed = {"name", "weight"}
+        fixed = {"name", "weight", "model_version"}
         return {k: v for k, v in self.model_dump().items() if k not in fixed and v is not None}
 
 
@@ -180,7 +186,7 @@ class Settings(BaseSettings):
         True, description="each output item says its source (and co-visitation anchor)"
     )
     impression_demote_after: int = Field(
-        3, ge=1, description="times an item is shown without a click before it is demoted"
+        10, ge=1, description="times an item is shown without a click before it is demoted"
     )
     impression_demote_strength: float = Field(
         0.5, ge=0, description="decay rate of a demoted item's score per show (0: no demotion)"
@@ -274,7 +280,21 @@ class Settings(BaseSettings):
             raise ValueError("ab_arms needs two or more arms with distinct names")
         if self.ranking != "fused":
             raise ValueError("ab_arms needs ranking=fused (an arm changes the fused ranking)")
+        versions = {a.model_version for a in self.ab_arms}
+        if versions != {None} and len(versions) > 1:
+            raise ValueError(
+                "ab_arms: when one arm names a model_version every arm must name the same one "
+                f"(got {sorted(versions, key=str)}): a worker serves one model at a time; a "
+                "second version would need its own encoder, its own item index (items x dim "
+                "x 4 bytes plus the graph, again) kept current by the catalog topic, and its "
+                "own new-item vectors"
+            )
         return self
+
+    def pinned_model_version(self) -> int | None:
+        """The repository version the A/B arms name (None: the repository's newest is served
+        and followed)."""
+        return self.ab_arms[0].model_version if self.ab_arms else None
 
     @field_validator("bootstrap_servers")
     @classmethod

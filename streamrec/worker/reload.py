@@ -17,6 +17,10 @@ A version that fails (``serving.RefusedModelError``: checksum, load, dimension, 
 an ERROR log line, ``streamrec_model_reload_failures_total{reason}``, and the served model
 keeps serving; it is never tried again (publish a fixed model as a new number). Memory: two
 models and two indexes exist while a version is prepared.
+
+While the A/B arms name a ``model_version`` (``Settings.pinned_model_version``) that version
+is served and the repository is not followed: an experiment is never switched to another
+model halfway (serving two versions at once is refused by the settings: README, A/B arms).
 """
 
 from __future__ import annotations
@@ -54,7 +58,8 @@ def open_model(
 ) -> tuple[ServingModel, ModelReloader | None]:
     """The model to serve at start (``model``, or loaded from ``settings.model_dir`` with its
     index from ``snapshot`` when one is valid) and, for a repository with
-    ``model_poll_interval_s`` > 0, the reloader that follows it."""
+    ``model_poll_interval_s`` > 0, the reloader that follows it (none while the A/B arms
+    name a ``model_version``: that version is served until the arms change)."""
     start = time.perf_counter()
     refused: set[int] = set()
 
@@ -65,7 +70,8 @@ def open_model(
     served = model or load_serving_model(settings, on_refused=on_refused, snapshot=snapshot)
     report_model(metrics, served, time.perf_counter() - start)
     reloader = None
-    if model is None and served.number is not None and settings.model_poll_interval_s > 0:
+    follow = settings.model_poll_interval_s > 0 and settings.pinned_model_version() is None
+    if model is None and served.number is not None and follow:
         reloader = ModelReloader(settings, metrics, served.number, refused=refused)
     return served, reloader
 

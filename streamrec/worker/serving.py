@@ -19,11 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
-from streamrec.errors import ModelError
+from streamrec.errors import ConfigError, ModelError
 from streamrec.ops.settings import Settings
 from streamrec.ranking.encoder import Encoder, OnnxEncoder
 from streamrec.ranking.index import ItemIndex
-from streamrec.ranking.modelfiles import ModelFiles, read_model_dir, verify_manifest
+from streamrec.ranking.modelfiles import (
+    MANIFEST_FILE,
+    ModelFiles,
+    read_model_dir,
+    verify_manifest,
+)
 from streamrec.ranking.ranker import Ranker, RankingConfig
 from streamrec.ranking.reembed import CatalogSnapshot, reembed
 from streamrec.ranking.repository import highest_complete, is_repository, version_path
@@ -98,10 +103,18 @@ def load_serving_model(
         snapshot: the newest valid index snapshot for the loaded model's files, if any; the
             index comes from it instead of being built from the model's vectors.
 
+    With A/B arms that name a ``model_version`` (``Settings.pinned_model_version``), that
+    version of the repository is served, or none: never another one in its place.
+
     Raises:
-        ModelError: the directory, or every version of the repository, is unusable.
+        ModelError: the directory, or every version of the repository, is unusable; or the
+            pinned version is missing or refused.
+        ConfigError: arms pin a version but ``model_dir`` is a single model directory.
     """
     root = Path(settings.model_dir)
+    pinned = settings.pinned_model_version()
+    if pinned is not None:
+        return _load_pinned(settings, root, pinned, int8, on_refused, snapshot)
     if not is_repository(root):
         return prepare_version(settings, root, None, int8=int8, snapshot=snapshot)
     skip: set[int] = set()
@@ -116,6 +129,30 @@ def load_serving_model(
         except RefusedModelError as exc:
             _refused(number, exc, on_refused)
             skip.add(number)
+
+
+def _load_pinned(
+    settings: Settings,
+    root: Path,
+    number: int,
+    int8: bool,
+    on_refused: Callable[[int, RefusedModelError], None] | None,
+    snapshot: SnapshotSource,
+) -> ServingModel:
+    """The version the A/B arms name, checked as any version (manifest, load, probe)."""
+    if not is_repository(root):
+        raise ConfigError(
+            f"ab_arms name model_version {number}, but model_dir {root} is not a repository "
+            "of numbered versions"
+        )
+    path = version_path(root, number)
+    if not (path / MANIFEST_FILE).is_file():
+        raise ModelError(f"ab_arms name model_version {number}: {path} is not a complete version")
+    try:
+        return prepare_version(settings, path, number, int8=int8, snapshot=snapshot)
+    except RefusedModelError as exc:
+        _refused(number, exc, on_refused)
+        raise ModelError(f"ab_arms name model_version {number}, which is refused: {exc}") from exc
 
 
 def _refused(

@@ -212,3 +212,56 @@ def test_replay_with_impressions_demotes_what_was_shown(
     assert on["overall"]["n"] == 750
     assert on["repeat_share"] < 0.5 * off["repeat_share"]
     assert on["overall"] != off["overall"]
+
+
+ARMS_SAME = '[{"name": "A"}, {"name": "B"}]'
+ARMS_GREEDY = '[{"name": "A"}, {"name": "B", "explore_rate": 0}]'
+
+
+def test_arms_with_one_policy_replay_as_no_arms(data: ReplayData, encoder: OnnxEncoder) -> None:
+    from streamrec.evaluation.arms import replay_arms
+    from streamrec.ops.settings import load_settings
+
+    settings = load_settings(ab_arms=ARMS_SAME, explore_rate=0.2)
+    config = RankingConfig.from_settings(settings)
+    plain = replay_config(data, encoder, config, settings=load_settings(explore_rate=0.2))
+    got = replay_arms(data, encoder, settings, n_boot=50, progress=False)
+    for row in (plain, got["replay"]):
+        row.pop("seconds")
+    assert got["replay"] == plain
+    arms = got["arms"]
+    assert arms["A"]["events"] + arms["B"]["events"] == 750
+    hits = sum(a["hr@10"]["value"] * a["events"] for a in arms.values())
+    assert hits / 750 == pytest.approx(plain["overall"]["hr@10"])
+    assert got["ope"] == []  # no arm is the greedy twin of another
+
+
+def test_replay_cli_by_arm_and_ope_cli_by_arm_agree(
+    log_path: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    out, log = tmp_path / "arms.json", tmp_path / "ope.jsonl"
+    args = ["--data", str(log_path), "--model", str(model_dir), "--no-progress", "--by-arm"]
+    args += ["--ab-arms", ARMS_GREEDY, "--explore-rate", "0.3", "--oracle", "--boot", "100"]
+    result = CliRunner().invoke(replay, [*args, "--out", str(out), "--ope-log", str(log)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    arms = report["arms"]
+    assert arms["A"]["exploration_rate"] > 0.2 and arms["B"]["exploration_rate"] == 0.0
+    for arm in arms.values():
+        low, high = arm["ndcg@10"]["ci"]
+        assert low <= arm["ndcg@10"]["value"] <= high
+    (comparison,) = report["ope"]
+    assert (comparison["logging_arm"], comparison["target_arm"]) == ("A", "B")
+    hr = comparison["hr@10"]
+    # the oracle replay ranks everyone with B's policy: B's own users get B's lists again
+    assert hr["oracle_on_target_users"] == pytest.approx(hr["measured"])
+    assert hr["ips_ci"][0] <= hr["ips"] <= hr["ips_ci"][1]
+    assert "| hr@10 | B (A," in result.output
+    by_arm = CliRunner().invoke(ope, ["--log", str(log), "--by-arm", "--boot", "100"])
+    assert by_arm.exit_code == 0, by_arm.output
+    got = json.loads(by_arm.stdout)["arms"]
+    assert got["A"]["ips"] == pytest.approx(hr["ips"])
+    assert got["B"]["logged_value"] == pytest.approx(hr["measured"])
+    assert got["A"]["lists"] == arms["A"]["events"]
+    missing = CliRunner().invoke(replay, args[:6])
+    assert missing.exit_code != 0 and "--by-arm needs A/B arms" in missing.output

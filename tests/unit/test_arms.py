@@ -168,3 +168,20 @@ def test_impression_demotion_is_a_per_arm_policy() -> None:
         else:
             assert top[body["user_id"]] not in ids
     assert seen["keep"] > 0 and seen["demote"] > 0
+
+
+def test_arms_name_one_model_version_or_none() -> None:
+    pinned = load_settings(
+        ab_arms='[{"name": "A", "model_version": 4}, {"name": "B", "model_version": 4}]'
+    )
+    assert pinned.pinned_model_version() == 4
+    assert pinned.ab_arms[0].overrides() == {}  # a version is not a ranking override
+    assert load_settings(ab_arms=ARMS).pinned_model_version() is None
+    assert load_settings().pinned_model_version() is None
+    for bad in (
+        '[{"name": "A", "model_version": 4}, {"name": "B", "model_version": 5}]',
+        '[{"name": "A", "model_version": 4}, {"name": "B"}]',
+        '[{"name": "A", "model_version": 0}, {"name": "B", "model_version": 0}]',
+    ):
+        with pytest.raises(ConfigError, match="model_version"):
+            load_settings(ab_arms=bad)

@@ -222,3 +222,29 @@ def test_encoder_only_ranking_swaps_too(tmp_path: Path) -> None:
     write, stats = pipeline.process([_record(0, "e0", "u1", "i1")], MemoryStateReader(), {0: 1})
     assert model.files.meta.version.encode() in write.messages[0].value
     assert stats.slots[("encoder", "trained")] == 3, "the new model's items count as trained"
+
+
+PINNED = '[{"name": "A", "model_version": %d}, {"name": "B", "model_version": %d}]'
+
+
+def test_arms_that_name_a_model_version_are_served_that_version_and_never_another(
+    tmp_path: Path,
+) -> None:
+    from streamrec.errors import ConfigError, ModelError
+
+    repo = tmp_path / "repo"
+    publish_tiny(repo, seed=1)
+    publish_tiny(repo, seed=2)
+    publish_tiny(repo, onnx_bytes=b"garbage")
+    model, reloader = open_model(_settings(repo, ab_arms=PINNED % (1, 1)), Metrics())
+    assert model.number == 1  # not the newest complete one (2)
+    assert reloader is None  # and newer versions are not followed
+    metrics = Metrics()
+    with pytest.raises(ModelError, match="model_version 3, which is refused"):
+        open_model(_settings(repo, ab_arms=PINNED % (3, 3)), metrics)
+    assert _failures(metrics, "load") == 1
+    with pytest.raises(ModelError, match="not a complete version"):
+        open_model(_settings(repo, ab_arms=PINNED % (7, 7)), Metrics())
+    write_tiny_model(tmp_path / "single")
+    with pytest.raises(ConfigError, match="not a repository"):
+        open_model(_settings(tmp_path / "single", ab_arms=PINNED % (1, 1)), Metrics())
