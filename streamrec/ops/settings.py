@@ -174,7 +174,7 @@ class Settings(BaseSettings):
         0.0, ge=0, description="co-occurrence weight at which a new item's vector has half norm"
     )
     new_item_refresh_ratio: float = Field(
-        0.1,
+        0.5,
         ge=0,
         description="rewrite a new item's vector when its evidence grew by this share (0: always)",
     )

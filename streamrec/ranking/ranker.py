@@ -133,7 +133,7 @@ class RankingConfig:
     new_item_vectors: bool = True
     content_weight: float = 2.0
     new_item_prior: float = 0.0
-    new_item_refresh_ratio: float = 0.1
+    new_item_refresh_ratio: float = 0.5
     event_weights: dict[str, float] = field(default_factory=lambda: {"click": 1.0, "purchase": 3.0})
     explore_rate: float = 0.03
     explore_from: ExploreFrom = "catalog"

@@ -81,7 +81,7 @@ def test_content_features_blend_in_and_removed_items_stay_removed() -> None:
 
 
 def test_a_prior_shrinks_vectors_backed_by_little_evidence() -> None:
-    rec = make_ranker(new_item_prior=3.0)
+    rec = make_ranker(new_item_prior=3.0, new_item_refresh_ratio=0.0)
     announce(rec, "fresh")
     rec.observe(make_event(user_id="u", item_id="i3"))
     rec.observe(make_event(user_id="u", item_id="fresh"))  # evidence 1: a quarter of the norm
@@ -135,7 +135,7 @@ def _touch(rec: Ranker, n: int) -> list[int]:
 
 
 def test_vectors_are_rewritten_on_a_geometric_schedule() -> None:
-    rec = make_ranker()  # refresh_ratio 0.1
+    rec = make_ranker(new_item_refresh_ratio=0.1)
     updates = _touch(rec, 300)
     assert updates[:10] == list(range(1, 11)), "early evidence is written at once"
     writes = updates[-1]
@@ -145,6 +145,13 @@ def test_vectors_are_rewritten_on_a_geometric_schedule() -> None:
     fresh = rec.index.vectors_of(["fresh"])[0]
     cos = float(stale @ fresh / np.linalg.norm(stale) / np.linalg.norm(fresh))
     assert cos > 0.99, "a scheduled vector is close to the up-to-date one"
+
+
+def test_the_default_schedule_writes_after_half_as_much_evidence_again() -> None:
+    updates = _touch(make_ranker(), 300)
+    written_at = [n + 1 for n in range(300) if updates[n] > (updates[n - 1] if n else 0)]
+    assert written_at[:6] == [1, 2, 3, 5, 8, 12]
+    assert len(written_at) < 16
 
 
 def test_a_zero_refresh_ratio_rewrites_after_every_event() -> None:
@@ -251,7 +258,7 @@ def _pair_events(n: int) -> list:
 
 def test_a_batch_writes_each_due_vector_once_and_ends_with_the_same_vectors() -> None:
     # every touch due (ratio 0): one observe per event writes the last vector last too
-    one, batched = make_ranker(new_item_refresh_ratio=0.0), make_ranker(new_item_refresh_ratio=0.0)
+    one, batched = (make_ranker(new_item_refresh_ratio=0.0) for _ in range(2))
     for rec in (one, batched):
         announce(rec, "new0")
         announce(rec, "new1")
