@@ -15,6 +15,7 @@ HERE = Path(__file__).resolve().parent
 SECTIONS = (
     ("QUALITY.md", "Model quality (issue 4): offline leave-one-out on ML-100k"),
     ("THROUGHPUT.md", "Worker throughput, latency and cost curves (issue 13)"),
+    ("REFRESH.md", "New-item refresh ratio: HNSW rewrites against replay quality (issue 13)"),
     ("TUNING.md", "Ranking defaults chosen on a validation window (issue 7)"),
     ("REPLAY.md", "Streaming replay: cold start, fusion, exploration (issue 7)"),
     ("NEW_ITEMS.md", "New items through the worker: evidence to recommendable"),
@@ -35,6 +36,7 @@ the load noted in its section, and prefer the ratios measured within one run.
 |---|---|---|
 | model quality | `benchmarks/quality.py` | `make quality` |
 | worker throughput, latency, stages, cost curves | `benchmarks/throughput.py` | `make bench` |
+| new-item refresh ratio: rewrites vs quality | `benchmarks/refresh_ratio.py` | - |
 | ranking defaults (validation window) | `benchmarks/tune.py` | `make tune` |
 | streaming replay | `benchmarks/replay.py` | `make replay` |
 | new items: evidence → recommendable | `benchmarks/new_items.py` | `make new-items` |

@@ -143,7 +143,8 @@ def _inprocess(args: argparse.Namespace, model_dir: Path, tmp: Path) -> dict[str
         files.encoder_path(), files.meta.dim, files.meta.max_len, settings.encoder_threads
     )
     return {
-        str(n): inprocess_point(settings, files, encoder, n, args, tmp) for n in args.curve_items
+        str(n): inprocess_point(settings, files, encoder, n, args, tmp, n == args.items)
+        for n in args.curve_items
     }
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 from harness import PARTITIONS, pct, say
+from throughput_profile import profiled
 from throughput_stages import chunks
 from throughput_warm import commit_warm, restore_ranker
 from throughput_workload import Traffic, make_catalog
@@ -68,8 +69,10 @@ def inprocess_point(
     n_items: int,
     args: Any,
     tmp: Path,
+    profile: bool = False,
 ) -> dict[str, Any]:
-    """One catalog size: build, warm up, back-to-back events/s, paced latency."""
+    """One catalog size: build, warm up, back-to-back events/s, paced latency (and, with
+    ``profile``, where a drain's time goes: ``throughput_profile.py``)."""
     say(f"in-process {n_items:,} items: catalog and index ...")
     catalog = make_catalog(files.item_ids, files.item_vectors, n_items, seed=0)
     start = time.perf_counter()
@@ -133,6 +136,15 @@ def inprocess_point(
             run(batch)
         rate = len(drain) / (time.perf_counter() - start)
         out.update(events=len(drain), rate=rate, distinct_items=traffic.distinct_items(events))
+        if profile:
+            more = to_records(settings, traffic.events(args.curve_events), offsets)
+            say(f"in-process {n_items:,} items: {len(more):,} more events under cProfile ...")
+
+            def drain_more() -> None:
+                for batch in chunks(more, settings.batch_max_events):
+                    run(batch)
+
+            out["profile"] = {"events": len(more), **profiled(drain_more)}
         paced_rate = args.paced_fraction * rate
         n_paced = max(1, int(paced_rate * args.curve_paced_seconds))
         paced = to_records(settings, traffic.events(n_paced), offsets)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from harness import fmt, publish
+from harness import fmt, md_row, publish, table_head
 from throughput_plot import plot_curves
 from throughput_tables import (
     curve_rows,
@@ -153,6 +153,7 @@ def report_text(args: argparse.Namespace, results: dict[str, Any]) -> str:
         *_run_note(results.get("broker_curve", {}), "Catalog-size points through the broker"),
         "",
         *_run_note(results.get("inprocess_curve", {}), "In-process points"),
+        *profile_rows(results),
     ]
     problems = [f"- {p['name']}: {p['error']}" for p in main.get("phases", []) if p.get("error")]
     if main.get("stop_problem"):
@@ -168,3 +169,27 @@ def write_report(args: argparse.Namespace, results: dict[str, Any]) -> str:
     text = report_text(args, results)
     publish(args.out, text)
     return text
+
+
+def profile_rows(results: dict[str, Any]) -> list[str]:
+    """The in-process drain's profile at the main run's size (``throughput_profile.py``)."""
+    points = results.get("inprocess_curve", {}).get("points", {})
+    found = [(n, p["profile"]) for n, p in points.items() if "profile" in p]
+    if not found:
+        return []
+    n, prof = found[0]
+    total = prof["total_s"]
+    per_event = 1e6 / prof["events"]
+    lines = [
+        "",
+        f"## Where the time goes: profile of the in-process drain at {int(n):,} items",
+        "",
+        f"`cProfile` over {prof['events']:,} more events after the in-process point's timed "
+        f"drain ({total:.2f} s under the profiler, which slows Python code more than native "
+        "code): each row is the cumulative time of the named functions.",
+        "",
+        *table_head(["part", "µs / event", "share"], " rr"),
+    ]
+    for name, seconds in sorted(prof["groups"].items(), key=lambda kv: -kv[1]):
+        lines.append(md_row([name, f"{seconds * per_event:,.0f}", f"{seconds / total:.0%}"]))
+    return lines
