@@ -243,7 +243,7 @@ def stage_benchmarks(
         settings, model, encoder, index, records, catalog(), warm
     )
     res.what["fusion/rank"] = (
-        "Ranker.observe + recommend_batch with the encoder and search replayed at no cost: "
+        "Ranker.observe_batch + recommend_batch with the encoder and search replayed at no cost: "
         "trending, co-visitation, new-item vectors, fusion, exploration (+ JSON encoding)"
     )
 
