@@ -21,7 +21,7 @@ from collections.abc import Callable
 import hnswlib
 import numpy as np
 
-from streamrec.ranking.index import CompactionInput, ItemIndex
+from streamrec.ranking.index import CompactionInput, ItemIndex, new_graph
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +31,7 @@ RETRY_AFTER_S = 60.0  # a failed build is not tried again sooner
 
 def build_graph(job: CompactionInput, dim: int, threads: int = BUILD_THREADS) -> hnswlib.Index:
     """A fresh graph of ``job``'s labels and vectors (no shared state: safe on a thread)."""
-    graph = hnswlib.Index(space="ip", dim=dim)
-    graph.init_index(
-        max_elements=max(16, int(len(job.labels) * 1.25)),
-        M=job.m,
-        ef_construction=job.ef_construction,
-    )
+    graph = new_graph(dim, max(16, int(len(job.labels) * 1.25)), job.m, job.ef_construction)
     if len(job.labels):
         graph.add_items(job.vectors, job.labels, num_threads=threads)
     return graph
