@@ -1,14 +1,16 @@
 """Compaction: rebuilding the HNSW graph without its deleted items, aside, then swapping it in.
 
 Deleted items stay in an hnswlib graph (marked deleted): they cost memory and every search
-still walks them. When they exceed ``ratio`` of the graph, ``Compactor.tick`` copies the live
-labels and vectors (``ItemIndex.begin_compaction``) and builds a new graph from them on a
-thread of its own, with the same labels (the ranker's label arrays stay valid). The index keeps
-serving the old graph meanwhile and notes every label changed since the copy; a later ``tick``
-(the worker calls it between two batches) replays those changes onto the new graph and swaps it
-in (``ItemIndex.finish_compaction``). A search runs on one graph or the other, never on a
-half-built one. Deleted items keep their vectors and ids (histories still name them); an
-upsert that revives one adds it to the graph again.
+still walks them. New items take their places (``streamrec.ranking.index``), so under steady
+churn they do not pile up; when deletes outrun new items and exceed ``ratio`` of the graph,
+``Compactor.tick`` copies the live labels and vectors (``ItemIndex.begin_compaction``) and
+builds a new graph from them on a thread of its own, with the same labels (the ranker's label
+arrays stay valid). The index keeps serving the old graph meanwhile and notes every label
+changed since the copy; a later ``tick`` (the worker calls it between two batches) replays
+those changes onto the new graph, deletes first so that the items added meanwhile take the
+deleted places, and swaps it in (``ItemIndex.finish_compaction``). A search runs on one graph
+or the other, never on a half-built one. Deleted items keep their vectors and ids (histories
+still name them); an upsert that revives one adds it to the graph again.
 """
 
 from __future__ import annotations
