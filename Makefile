@@ -86,6 +86,8 @@ snapshot-bench: install
 # worker for 30 minutes under catalog churn at 1,000,000 items and steady events; fails when RSS,
 # the index or a table still grows in its last third; results in RELIABILITY.md. Shorter, e.g.
 #   make soak SOAK_ARGS="--minutes 10 --sample-s 20"
+# The 1M seed (model and snapshot) takes ~7-13 minutes; keep it for the next run with
+#   make soak SOAK_ARGS="--seed-cache /tmp/streamrec-soak-seed"
 SOAK_ARGS ?=
 soak: install
 	$(BIN)/pytest -q -m soak tests/soak

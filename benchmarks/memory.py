@@ -153,9 +153,9 @@ def write_markdown(r: dict[str, Any], path: Path) -> Path:
         *[f"| {k} | {v / MIB:,.0f} MiB |" for k, v in r["parts"].items()],
         "",
         f"The graph holds {r['graph_max_elements']:,} slots. The index keeps its own float32 "
-        "copy of every vector beside hnswlib's (vectors of deleted items, compacted out of the "
-        "graph, are still read for histories): reading live vectors from the graph instead is "
-        "the largest reduction left.",
+        "copy of every vector beside hnswlib's (vectors of deleted items, whose graph places "
+        "new items take or a compaction removes, are still read for histories): reading live "
+        "vectors from the graph instead is the largest reduction left.",
     ]
     return publish(path, "\n".join(lines) + "\n")
 

@@ -12,8 +12,8 @@
 * starts ``streamrec run`` as a subprocess (SQLite store, snapshots on) and, for ``--minutes``,
   sends steady events (``--events-per-s``, users drawn from ``--users``, realtime stamps) and
   catalog churn each second: ``--churn-per-s`` vector updates of live items, as many brand-new
-  items and as many deletes (so the live count stays about constant and deleted items pile up
-  until a compaction);
+  items and as many deletes (so the live count stays about constant; new items take the
+  deleted items' places in the graph, which so keeps its size without compactions);
 * every ``--sample-s`` samples the worker's RSS (``/proc/PID/status``), the index's live and
   deleted counts and the entries of each part of the in-memory stream state (trending items,
   co-visitation users and pairs; its /metrics) and the row count of every table of its
@@ -23,10 +23,13 @@
   ``benchmarks/soak.png``.
 
 Every bound that a run this short would otherwise never reach is shortened so that it is
-reached well inside the run (``applied_events`` retention, the compaction's deleted share,
-co-visitation's pair budget, trending's half-life and so its pruning horizon; more with
-``--worker-env``); the report states them. The soak checks that the bounds hold under churn,
-not their production values.
+reached well inside the run (``applied_events`` retention, co-visitation's pair budget,
+trending's half-life and so its pruning horizon; more with ``--worker-env``); the report states
+them. The soak checks that the bounds hold under churn, not their production values. The
+compaction ratio is the worker's default unless ``--compact-ratio``.
+
+``--seed-cache DIR`` keeps the trained model and the seeded snapshot (minutes at 1M items) for
+the next run of the same ``--items`` and ``--dim``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -79,6 +83,58 @@ def seed_snapshot(settings: Any, files: Any, catalog: Catalog, offsets: dict[str
     write_snapshot(
         settings.index_snapshot_dir, identity, index, NewItemState(content, new), offsets, 1.0
     )
+
+
+def seed_cache_dir(args: argparse.Namespace) -> Path | None:
+    """Where ``--seed-cache`` keeps this workload's model and seeded snapshot (None: off, or a
+    ``--model`` given: the cache holds a model trained here)."""
+    if not args.seed_cache or args.model:
+        return None
+    return Path(args.seed_cache) / f"items{args.items}-d{args.dim}"
+
+
+def save_seed(cache: Path, model_dir: Path, snapshot_root: Path, seed_s: float) -> None:
+    """Keep the trained model and the seeded snapshot for later runs (``--seed-cache``)."""
+    from streamrec.ranking.snapshot import list_snapshots
+
+    tmp = cache.with_name(cache.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shutil.copytree(model_dir, tmp / "model")
+    shutil.copytree(list_snapshots(snapshot_root)[0], tmp / "snapshot")
+    (tmp / "seed.json").write_text(json.dumps({"seed_s": seed_s}))
+    shutil.rmtree(cache, ignore_errors=True)
+    os.rename(tmp, cache)
+    say(f"model and seeded snapshot kept in {cache}")
+
+
+def restore_seed(cache: Path, settings: Any, files: Any, offsets: dict[str, int]) -> float:
+    """Put the cached snapshot where the worker looks (hard links: the worker never writes
+    into a snapshot, it prunes whole directories); returns the seed's original build seconds.
+
+    Raises:
+        SystemExit: the cached snapshot does not match this run (model, topic, graph
+            parameters or offsets): the worker would ignore it.
+    """
+    from streamrec.ranking.snapshot import MANIFEST
+    from streamrec.worker.snapshots import snapshot_identity
+
+    manifest = json.loads((cache / "snapshot" / MANIFEST).read_text())
+    want = dataclasses.asdict(snapshot_identity(settings, files))
+    got = {k: manifest.get(k) for k in want}
+    if got != want or manifest.get("offsets") != offsets:
+        raise SystemExit(f"the cached seed in {cache} does not match this run: delete it")
+    root = Path(settings.index_snapshot_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(cache / "snapshot", root / "index-000000000001000", copy_function=_link)
+    return float(json.loads((cache / "seed.json").read_text())["seed_s"])
+
+
+def _link(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system
+        shutil.copy2(src, dst)
 
 
 def end_offsets(bootstrap: str, topic: str) -> dict[str, int]:
@@ -269,17 +325,25 @@ def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from streamrec.io.traffic import produce_catalog
     from streamrec.ranking.modelfiles import read_model_dir
 
-    model_dir = model_or_small(args.model, args.dim, tmp)
+    in_topic = args.catalog_topic if args.catalog_topic is not None else args.items <= 200_000
+    cache = seed_cache_dir(args) if not in_topic else None
+    cached = cache is not None and (cache / "model").is_dir() and (cache / "snapshot").is_dir()
+    if cached:
+        assert cache is not None
+        say(f"reusing the trained model and the seeded snapshot in {cache}")
+        model_dir = cache / "model"
+    else:
+        model_dir = model_or_small(args.model, args.dim, tmp)
     files = read_model_dir(model_dir)
     db = tmp / "worker.db"
     env = {
         "STREAMREC_APPLIED_EVENTS_RETENTION_HOURS": str(args.retention_hours),
-        "STREAMREC_INDEX_COMPACT_DELETED_RATIO": str(args.compact_ratio),
         "STREAMREC_COVISIT_MAX_PAIRS": str(args.covisit_max_pairs),
         "STREAMREC_TRENDING_HALF_LIFE_S": str(args.trending_half_life_s or 3 * args.minutes),
         **dict(kv.split("=", 1) for kv in args.worker_env),
     }
-    in_topic = args.catalog_topic if args.catalog_topic is not None else args.items <= 200_000
+    if args.compact_ratio is not None:
+        env["STREAMREC_INDEX_COMPACT_DELETED_RATIO"] = str(args.compact_ratio)
     with broker_settings(
         tmp, model_dir, f"sqlite:///{db}", log_level="WARNING", index_snapshot_dir=tmp / "snaps"
     ) as (broker, settings):
@@ -287,10 +351,17 @@ def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         if in_topic:  # else the topic starts empty and the snapshot alone holds the catalog
             say(f"producing the catalog: {len(catalog):,} items")
             produce_catalog(broker.bootstrap, settings.items_topic, catalog.ops())
-        say("seeding the index snapshot (bulk build)")
         started = time.monotonic()
-        seed_snapshot(settings, files, catalog, end_offsets(broker.bootstrap, settings.items_topic))
-        seed_s = time.monotonic() - started
+        offsets = end_offsets(broker.bootstrap, settings.items_topic)
+        if cached:
+            assert cache is not None
+            seed_s = restore_seed(cache, settings, files, offsets)
+        else:
+            say("seeding the index snapshot (bulk build)")
+            seed_snapshot(settings, files, catalog, offsets)
+            seed_s = time.monotonic() - started
+            if cache is not None:
+                save_seed(cache, model_dir, settings.index_snapshot_dir, seed_s)
         port = free_port()
         proc = start_worker(settings, tmp, port, env)
         try:
@@ -325,6 +396,7 @@ def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "env": env,
         "dim": files.meta.dim,
         "in_topic": in_topic,
+        "seed_cached": cached,
     }
 
 
@@ -357,7 +429,9 @@ def report(r: dict[str, Any], args: argparse.Namespace, info: dict[str, str]) ->
         f"{sent['deletes']:,} deletes); {samples[-1]['events_consumed']:,.0f} events consumed, "
         f"{samples[-1]['compactions']:.0f} compactions",
         f"- catalog: seeded as the index snapshot a worker that read it would write (one bulk "
-        f"build, {r['seed_s']:.0f} s), "
+        f"build, {r['seed_s']:.0f} s"
+        + (", reused from `--seed-cache`" if r.get("seed_cached") else "")
+        + "), "
         + ("also produced to the catalog topic" if r["in_topic"] else "the topic starting empty")
         + "; churn and events then flow through the broker",
         f"- worker settings changed (windows shortened to fit the run): {env}; worker ready in "
@@ -389,7 +463,11 @@ def main() -> None:
     p.add_argument("--users", type=int, default=1000)
     p.add_argument("--churn-per-s", type=int, default=20)
     p.add_argument("--retention-hours", type=float, default=0.1, help="applied_events window")
-    p.add_argument("--compact-ratio", type=float, default=0.01, help="deleted share compacted")
+    p.add_argument(
+        "--compact-ratio",
+        type=float,
+        help="deleted share compacted (default: the worker's default)",
+    )
     p.add_argument("--covisit-max-pairs", type=int, default=100_000)
     p.add_argument(
         "--trending-half-life-s",
@@ -401,6 +479,12 @@ def main() -> None:
         "--catalog-topic",
         action=argparse.BooleanOptionalAction,
         help="also produce the seeded catalog to its topic (default: up to 200,000 items)",
+    )
+    p.add_argument(
+        "--seed-cache",
+        help="keep the trained model and the seeded snapshot in this directory and reuse them "
+        "in later runs of the same --items and --dim (the 1M seed takes minutes; only when the "
+        "catalog topic starts empty)",
     )
     p.add_argument("--worker-env", nargs="*", default=[], help="KEY=VALUE for the worker")
     p.add_argument("--out", default=str(ROOT / "RELIABILITY.md"))

@@ -397,7 +397,8 @@ class Metrics:
         yield fam
         yield _gauge(
             "streamrec_index_deleted_ratio",
-            "Share of the index graph's items that are deleted but not yet compacted away.",
+            "Share of the index graph's items that are deleted, their places not yet taken by new "
+            "items nor compacted away.",
             deleted / (live + deleted) if source is not None and live + deleted else None,
         )
         yield _gauge(

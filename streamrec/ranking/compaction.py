@@ -1,14 +1,16 @@
 """Compaction: rebuilding the HNSW graph without its deleted items, aside, then swapping it in.
 
 Deleted items stay in an hnswlib graph (marked deleted): they cost memory and every search
-still walks them. When they exceed ``ratio`` of the graph, ``Compactor.tick`` copies the live
-labels and vectors (``ItemIndex.begin_compaction``) and builds a new graph from them on a
-thread of its own, with the same labels (the ranker's label arrays stay valid). The index keeps
-serving the old graph meanwhile and notes every label changed since the copy; a later ``tick``
-(the worker calls it between two batches) replays those changes onto the new graph and swaps it
-in (``ItemIndex.finish_compaction``). A search runs on one graph or the other, never on a
-half-built one. Deleted items keep their vectors and ids (histories still name them); an
-upsert that revives one adds it to the graph again.
+still walks them. New items take their places (``streamrec.ranking.index``), so under steady
+churn they do not pile up; when deletes outrun new items and exceed ``ratio`` of the graph,
+``Compactor.tick`` copies the live labels and vectors (``ItemIndex.begin_compaction``) and
+builds a new graph from them on a thread of its own, with the same labels (the ranker's label
+arrays stay valid). The index keeps serving the old graph meanwhile and notes every label
+changed since the copy; a later ``tick`` (the worker calls it between two batches) replays
+those changes onto the new graph, deletes first so that the items added meanwhile take the
+deleted places, and swaps it in (``ItemIndex.finish_compaction``). A search runs on one graph
+or the other, never on a half-built one. Deleted items keep their vectors and ids (histories
+still name them); an upsert that revives one adds it to the graph again.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Callable
 import hnswlib
 import numpy as np
 
-from streamrec.ranking.index import CompactionInput, ItemIndex
+from streamrec.ranking.index import CompactionInput, ItemIndex, new_graph
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +33,7 @@ RETRY_AFTER_S = 60.0  # a failed build is not tried again sooner
 
 def build_graph(job: CompactionInput, dim: int, threads: int = BUILD_THREADS) -> hnswlib.Index:
     """A fresh graph of ``job``'s labels and vectors (no shared state: safe on a thread)."""
-    graph = hnswlib.Index(space="ip", dim=dim)
-    graph.init_index(
-        max_elements=max(16, int(len(job.labels) * 1.25)),
-        M=job.m,
-        ef_construction=job.ef_construction,
-    )
+    graph = new_graph(dim, max(16, int(len(job.labels) * 1.25)), job.m, job.ef_construction)
     if len(job.labels):
         graph.add_items(job.vectors, job.labels, num_threads=threads)
     return graph

@@ -5,6 +5,15 @@ carried on the catalog record, or else the centroid of the trained vectors (a ne
 vector, searchable at once). Deleted or unavailable items are marked deleted in the graph and
 never returned.
 
+The graph reuses the places of deleted items (hnswlib's ``allow_replace_deleted``): a new item,
+or one that comes back after its place was taken, takes the place of a deleted one, so under
+steady churn (as many deletes as new items) the graph does not grow and compaction
+(``streamrec.ranking.compaction``) is left for a catalog that shrinks. hnswlib picks the place;
+the item whose place was taken leaves the graph (its vector and label stay here). Which one that
+was is not reported, so ``in_graph`` is exact for live labels and "maybe" for deleted ones: a
+deleted label is probed (``unmark_deleted`` fails for a label no longer in the graph) when it
+matters: when it comes back, and before a snapshot (``export_state``).
+
 Labels (the graph's integer ids, 0.. in order of arrival, never reused) are exposed for the
 ranker's array code: ``labels_of``, ``ids_of``, ``live_mask`` and ``search_labels`` (the same
 results as ``search``, as arrays). ``search`` runs one ``knn_query`` per group of queries that
@@ -34,7 +43,7 @@ class IndexState:
         vectors: float32 [len(ids), dim].
         live: bool [len(ids)], searchable items.
         in_graph: bool [len(ids)], labels in the graph (live or marked deleted; a compaction
-            leaves deleted labels out).
+            leaves deleted labels out, a new item may take a deleted one's place).
         centroid: the cold-start vector (the mean of the trained vectors).
     """
 
@@ -86,8 +95,7 @@ class ItemIndex:
         if vectors.ndim != 2 or vectors.shape[0] != len(item_ids):
             raise ItemIndexError(f"vectors {vectors.shape} do not match {len(item_ids)} ids")
         dim = int(vectors.shape[1])
-        graph = hnswlib.Index(space="ip", dim=dim)
-        graph.init_index(max_elements=max(16, len(item_ids)), M=m, ef_construction=ef_construction)
+        graph = new_graph(dim, max(16, len(item_ids)), m, ef_construction)
         if len(item_ids):
             graph.add_items(vectors, np.arange(len(item_ids)))
         n = len(item_ids)
@@ -104,9 +112,9 @@ class ItemIndex:
         self._label = {item_id: i for i, item_id in enumerate(self._ids)}
         self._vectors = state.vectors
         self._live = state.live
-        self._in_graph = state.in_graph  # a live label is always in the graph
+        # a live label is always in the graph; a deleted one maybe (module docstring)
+        self._in_graph = state.in_graph
         self._n_live = int(np.count_nonzero(state.live))
-        self._n_in_graph = int(np.count_nonzero(state.in_graph))
         self._id_rank: _IdRank | None = None  # built on first use (``id_order``)
         self.centroid = state.centroid
         self._graph = graph
@@ -114,7 +122,8 @@ class ItemIndex:
 
     @classmethod
     def from_state(cls, state: IndexState, graph: hnswlib.Index, ef_search: int) -> ItemIndex:
-        """An index from saved contents and their graph (``export_state``, a snapshot).
+        """An index from saved contents and their graph (``export_state``, a snapshot); the
+        graph must allow replacing deleted items (``load_index(..., allow_replace_deleted=True)``).
 
         Raises:
             ItemIndexError: the arrays and the graph do not agree.
@@ -140,14 +149,14 @@ class ItemIndex:
         return index
 
     def export_state(self) -> IndexState:
-        """The contents (copies) other than the graph; ``save_graph`` writes the graph."""
+        """The contents other than the graph (``save_graph`` writes it), with ``in_graph``
+        made exact. Views, not copies (a copy of 1M vectors is 256 MiB of RSS at d = 64): valid
+        until the index next changes, so write them out before that (the worker writes
+        snapshots between two batches, on the loop's thread)."""
+        self._resolve_in_graph()
         n = len(self._ids)
         return IndexState(
-            list(self._ids),
-            self._vectors[:n].copy(),
-            self._live[:n].copy(),
-            self._in_graph[:n].copy(),
-            self.centroid.copy(),
+            self._ids, self._vectors[:n], self._live[:n], self._in_graph[:n], self.centroid
         )
 
     def replace_with(self, other: ItemIndex) -> None:
@@ -175,7 +184,13 @@ class ItemIndex:
 
     def stats(self) -> IndexStats:
         """Live and deleted-but-not-compacted (still in the graph) item counts."""
-        return IndexStats(live=self._n_live, deleted=self._n_in_graph - self._n_live)
+        return IndexStats(live=self._n_live, deleted=self._graph.get_current_count() - self._n_live)
+
+    @property
+    def graph_size(self) -> int:
+        """Places in the graph (live and deleted items): grows only when no deleted place is
+        free for a new item."""
+        return int(self._graph.get_current_count())
 
     def __contains__(self, item_id: object) -> bool:
         return item_id in self._label
@@ -221,15 +236,15 @@ class ItemIndex:
             raise ItemIndexError(f"vector of {item_id!r} has {len(vector)} dims, not {self.dim}")
         label = self._label.get(item_id)
         if label is None:
-            label = self._append(item_id, self.centroid if vector is None else vector)
-        elif vector is not None:
+            self._append(item_id, self.centroid if vector is None else vector, available)
+            return
+        if vector is not None:
             self._vectors[label] = np.asarray(vector, dtype=np.float32)
             self._touch(label)
-            if self._in_graph[label]:
-                # add_items on an existing label replaces its vector and un-deletes it
+            if self._live[label] and available:
+                # add_items on a live label replaces its vector in place; a deleted label's
+                # graph vector is refreshed when it comes back (``_set_live``)
                 self._graph.add_items(self._vectors[label : label + 1], [label])
-                if not self._live[label]:
-                    self._graph.mark_deleted(label)
         self._set_live(label, available)
 
     def update_vectors(
@@ -446,7 +461,7 @@ class ItemIndex:
         top = top[np.isfinite(scores[top])]
         return top.astype(np.int64), scores[top].astype(np.float64)
 
-    def _append(self, item_id: str, vector: Sequence[float] | np.ndarray) -> int:
+    def _append(self, item_id: str, vector: Sequence[float] | np.ndarray, available: bool) -> None:
         label = len(self._ids)
         self._ids.append(item_id)
         self._label[item_id] = label
@@ -460,24 +475,26 @@ class ItemIndex:
         self._vectors[label] = np.asarray(vector, dtype=np.float32)
         self._touch(label)
         self._graph_add(label)
-        self._graph.mark_deleted(label)
-        return label
+        if available:
+            self._live[label] = True
+            self._n_live += 1
+        else:
+            self._graph.mark_deleted(label)
 
     def _graph_add(self, label: int) -> None:
-        """Add a label that is not in the graph (growing the graph when it is full)."""
-        graph = self._graph
-        if graph.get_current_count() >= graph.get_max_elements():
-            graph.resize_index(graph.get_max_elements() + _headroom(graph.get_max_elements()))
-        graph.add_items(self._vectors[label : label + 1], [label])
+        """Add a label that is not in the graph, in a deleted item's place when there is one
+        (else at the end, growing the graph when it is full)."""
+        vacant = self._graph.get_current_count() > self._n_live  # deleted places
+        insert(self._graph, self._vectors[label : label + 1], label, vacant)
         self._in_graph[label] = True
-        self._n_in_graph += 1
 
     def _set_live(self, label: int, live: bool) -> None:
         if live and not self._live[label]:
             self._touch(label)
-            if self._in_graph[label]:
-                self._graph.unmark_deleted(label)
-            else:  # compacted away while deleted: back into the graph
+            if self._in_graph[label] and self._unmark(label):
+                # back in its own place; its vector may have changed while it was deleted
+                self._graph.add_items(self._vectors[label : label + 1], [label])
+            else:  # compacted away, or its place taken, while deleted: back into the graph
                 self._graph_add(label)
             self._n_live += 1
         elif not live and self._live[label]:
@@ -486,6 +503,25 @@ class ItemIndex:
             self._n_live -= 1
         self._live[label] = live
 
+    def _unmark(self, label: int) -> bool:
+        """Un-delete a deleted label in the graph; False (and ``in_graph`` corrected) when its
+        place was taken by another item (hnswlib no longer knows the label)."""
+        try:
+            self._graph.unmark_deleted(label)
+        except RuntimeError:
+            self._in_graph[label] = False
+            return False
+        return True
+
+    def _resolve_in_graph(self) -> None:
+        """Make ``in_graph`` exact: probe each deleted label that may still be in the graph."""
+        n = len(self._ids)
+        for label in np.flatnonzero(self._in_graph[:n] & ~self._live[:n]).tolist():
+            if self._unmark(label):
+                self._graph.mark_deleted(label)
+        if int(np.count_nonzero(self._in_graph[:n])) != self._graph.get_current_count():
+            raise ItemIndexError("the graph does not hold the labels the index says")
+
     def _touch(self, label: int) -> None:
         if self._dirty is not None:
             self._dirty.add(label)
@@ -493,7 +529,8 @@ class ItemIndex:
     # -- compaction (``streamrec.ranking.compaction``) ----------------------------------------
     def deleted_ratio(self) -> float:
         """Share of the graph's items that are deleted (0 for an empty graph)."""
-        return (self._n_in_graph - self._n_live) / self._n_in_graph if self._n_in_graph else 0.0
+        places = self._graph.get_current_count()
+        return (places - self._n_live) / places if places else 0.0
 
     def begin_compaction(self) -> CompactionInput:
         """Copy what a graph of the live items is built from; changes are tracked from now."""
@@ -504,29 +541,52 @@ class ItemIndex:
 
     def finish_compaction(self, labels: np.ndarray, graph: hnswlib.Index) -> None:
         """Swap in ``graph`` (built from ``begin_compaction``'s input), replaying the changes
-        made since; the caller is between two batches, so no search sees the swap half done."""
-        dirty, self._dirty = self._dirty or set(), None
-        n = len(self._ids)
+        made since; the caller is between two batches, so no search sees the swap half done.
+
+        The replay deletes first and adds after, so the items added during the build take
+        the places of those deleted during it: under steady churn the new graph starts with
+        (about) no deleted items, and the next compaction is not due at once.
+        """
+        dirty, self._dirty = sorted(self._dirty or ()), None
         in_graph = np.zeros(len(self._in_graph), dtype=bool)
         in_graph[labels] = True
-        for label in sorted(dirty):
-            if self._live[label] or in_graph[label]:
-                if graph.get_current_count() >= graph.get_max_elements():
-                    graph.resize_index(
-                        graph.get_max_elements() + _headroom(graph.get_max_elements())
-                    )
-                graph.add_items(self._vectors[label : label + 1], [label])
-                in_graph[label] = True
-                if not self._live[label]:
+        deleted = 0
+        for label in dirty:  # labels built into the graph: changed or deleted since the copy
+            if in_graph[label]:
+                if self._live[label]:
+                    graph.add_items(self._vectors[label : label + 1], [label])
+                else:
                     graph.mark_deleted(label)
+                    deleted += 1
+        for label in dirty:  # new or come back since the copy: into deleted places first
+            if self._live[label] and not in_graph[label]:
+                insert(graph, self._vectors[label : label + 1], label, deleted > 0)
+                deleted = max(0, deleted - 1)
+                in_graph[label] = True
         graph.set_ef(self._ef_search)
         self._graph = graph
         self._in_graph = in_graph
-        self._n_in_graph = int(np.count_nonzero(in_graph[:n]))
 
     def abandon_compaction(self) -> None:
         """Stop tracking changes (a compaction that failed)."""
         self._dirty = None
+
+
+def new_graph(dim: int, max_elements: int, m: int, ef_construction: int) -> hnswlib.Index:
+    """An empty inner-product graph that lets new items take deleted items' places."""
+    graph = hnswlib.Index(space="ip", dim=dim)
+    graph.init_index(
+        max_elements=max_elements, M=m, ef_construction=ef_construction, allow_replace_deleted=True
+    )
+    return graph
+
+
+def insert(graph: hnswlib.Index, vector: np.ndarray, label: int, vacant: bool) -> None:
+    """Add ``label`` (not in ``graph``) in a deleted item's place when ``vacant`` (the graph has
+    one), else at the end, growing the graph first when it is full."""
+    if not vacant and graph.get_current_count() >= graph.get_max_elements():
+        graph.resize_index(graph.get_max_elements() + _headroom(graph.get_max_elements()))
+    graph.add_items(vector, [label], replace_deleted=True)
 
 
 def _headroom(n: int) -> int:

@@ -27,7 +27,8 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,7 @@ MANIFEST = "manifest.json"
 GRAPH, ARRAYS, IDS = "graph.hnsw", "arrays.npz", "ids.json"
 KEEP = 2  # snapshots kept (the newest, and one to fall back to)
 _CHUNK = 1 << 20
+_ROWS = 1 << 16  # vectors or ids written at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,23 +106,19 @@ def write_snapshot(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        state = index.export_state()
+        state = index.export_state()  # views: written out before the index changes again
         index.save_graph(str(tmp / GRAPH))
         content_ids = sorted(new_items.content)
-        content = np.zeros((len(content_ids), index.dim), np.float32)
-        for row, item_id in enumerate(content_ids):
-            content[row] = new_items.content[item_id]
-        with open(tmp / ARRAYS, "wb") as f:
-            np.savez(
-                f,
-                vectors=state.vectors,
-                live=state.live,
-                in_graph=state.in_graph,
-                centroid=state.centroid,
-                content=content,
-            )
-        ids = {"ids": state.ids, "content_ids": content_ids, "vectored": list(new_items.vectored)}
-        (tmp / IDS).write_text(json.dumps(ids, ensure_ascii=False), encoding="utf-8")
+        arrays = {
+            "vectors": state.vectors,
+            "live": state.live,
+            "in_graph": state.in_graph,
+            "centroid": state.centroid,
+        }
+        content = _rows(new_items.content, content_ids, index.dim)
+        _write_npz(tmp / ARRAYS, arrays, "content", (len(content_ids), index.dim), content)
+        ids = {"ids": state.ids, "content_ids": content_ids, "vectored": new_items.vectored}
+        _write_json_lists(tmp / IDS, ids)
         manifest = {
             "format_version": FORMAT_VERSION,
             "model_version": identity.model_version,
@@ -148,6 +146,55 @@ def write_snapshot(
         raise
     _prune(root, keep)
     return final
+
+
+def _rows(vectors: Mapping[str, np.ndarray], ids: Sequence[str], dim: int) -> Iterator[np.ndarray]:
+    """``vectors`` of ``ids`` as float32 blocks of up to ``_ROWS`` rows, in order."""
+    for start in range(0, len(ids), _ROWS):
+        chunk = ids[start : start + _ROWS]
+        yield np.asarray([vectors[i] for i in chunk], dtype=np.float32).reshape(len(chunk), dim)
+
+
+def _write_npz(
+    path: Path,
+    arrays: Mapping[str, np.ndarray],
+    name: str,
+    shape: tuple[int, int],
+    blocks: Iterator[np.ndarray],
+) -> None:
+    """What ``np.savez`` writes (``np.load`` reads it), without copies: each array written in
+    numpy's buffered pieces, and ``name`` (float32 of ``shape``) from ``blocks`` of rows (at
+    1M items, a whole copy of the vectors or of the content vectors is 256 MiB of RSS)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for key, array in arrays.items():
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as out:
+                np.lib.format.write_array(out, np.asanyarray(array), allow_pickle=False)
+        with zf.open(f"{name}.npy", "w", force_zip64=True) as out:
+            header = {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                "fortran_order": False,
+                "shape": shape,
+            }
+            np.lib.format.write_array_header_1_0(out, header)
+            rows = 0
+            for block in blocks:
+                out.write(block.tobytes())
+                rows += len(block)
+            if rows != shape[0]:
+                raise ValueError(f"{name}: {rows} rows written, {shape[0]} announced")
+
+
+def _write_json_lists(path: Path, lists: Mapping[str, Sequence[str]]) -> None:
+    """``json.dumps(lists)`` written a slice at a time (not one string of every id)."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("{")
+        for n, (key, values) in enumerate(lists.items()):
+            f.write(("," if n else "") + json.dumps(key) + ":[")
+            for start in range(0, len(values), _ROWS):
+                part = json.dumps(list(values[start : start + _ROWS]), ensure_ascii=False)
+                f.write(("," if start else "") + part[1:-1])
+            f.write("]")
+        f.write("}")
 
 
 def list_snapshots(root: str | Path) -> list[Path]:
@@ -214,7 +261,11 @@ def _build(path: Path, manifest: dict, ef_search: int) -> LoadedSnapshot:
         raise ValueError("unexpected array types")
     graph = hnswlib.Index(space="ip", dim=dim)
     in_graph = arrays["in_graph"].astype(bool)
-    graph.load_index(str(path / GRAPH), max_elements=max(16, int(in_graph.sum())))
+    # new items take deleted items' places (``streamrec.ranking.index``); a graph saved
+    # without that option (hnswlib keeps no trace of it in the file) loads the same
+    graph.load_index(
+        str(path / GRAPH), max_elements=max(16, int(in_graph.sum())), allow_replace_deleted=True
+    )
     if (graph.M, graph.ef_construction) != (manifest["hnsw_m"], manifest["hnsw_ef_construction"]):
         raise ValueError(f"the graph has M={graph.M}, ef_construction={graph.ef_construction}")
     state = IndexState(

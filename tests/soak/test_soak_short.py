@@ -3,8 +3,9 @@
 It takes about 4 minutes on 2 cores (training, seeding, the worker's start, 3 minutes of
 traffic), too long for ``make test``: it carries the ``soak`` marker, which ``make test``
 deselects. It must pass the same growth verdict as the 30-minute run, with the windows
-(applied_events retention, compaction ratio, co-visitation pairs, trending half-life) shortened
-so that each bound is reached within the first third of the run.
+(applied_events retention, co-visitation pairs, trending half-life) shortened so that each
+bound is reached within the first third of the run; the graph's deleted places are reused by
+new items, so its size stays.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def test_short_soak_passes(tmp_path: Path) -> None:
     assert len(samples) >= 15
     last = samples[-1]
     assert last["events_consumed"] > 0.9 * 20 * 170  # the worker kept up with the events
-    assert last["compactions"] >= 1  # deletes were compacted away at least once
+    # new items take deleted items' places: the deleted count stays within a second or so of
+    # churn (without the reuse it climbs 10 a second, 400 (2 %) before each compaction)
+    assert max(s["index_deleted"] for s in samples) <= 50
+    assert last["index_live"] + last["index_deleted"] <= 20_000 + 50  # the graph did not grow
     assert last["rows_applied_events"] < 20 * 0.01 * 3600 + 20 * 90  # the window and a prune
     assert (tmp_path / "soak.png").stat().st_size > 0
