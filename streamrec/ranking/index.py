@@ -269,12 +269,11 @@ class ItemIndex:
         self._vectors[labels] = vectors
         for label in labels.tolist():
             self._touch(label)
-        rows = labels[self._in_graph[labels]]
+        rows = labels[self._live[labels]]
         if len(rows):
-            # add_items on existing labels replaces their vectors and un-deletes them
+            # as in ``upsert``: add_items on live labels replaces their vectors in place; a
+            # deleted label's graph vector is refreshed when it comes back (``_set_live``)
             self._graph.add_items(self._vectors[rows], rows, num_threads=threads)
-            for label in rows[~self._live[rows]].tolist():
-                self._graph.mark_deleted(label)
 
     def reserve(self, extra: int) -> None:
         """Make room for ``extra`` more items, so that adding them does not grow the graph

@@ -331,6 +331,8 @@ def test_update_vectors_in_one_call_equals_one_upsert_each_and_keeps_hidden_item
         ]
         assert "i5" not in [i for i, _ in batched.search(query, 59)[0]]
     assert batched.search(vectors[0], 1)[0][0][0] == "i3"
+    batched.upsert("i5", None, available=True)  # back: with the vector written while hidden
+    assert batched.search(vectors[1], 1)[0][0][0] == "i5"
     with pytest.raises(ItemIndexError):
         batched.update_vectors(["nope"], vectors[:1])
     with pytest.raises(ItemIndexError):
