@@ -2,6 +2,8 @@
 
 1. poll the catalog (non-blocking, at most ``catalog_batch_max_records``) into the index;
    swap in a compacted graph, write an index snapshot when due (``streamrec.worker.snapshots``);
+   with global signals, merge the other workers' trending/co-visitation deltas and publish this
+   worker's when due (``streamrec.worker.signals``);
 2. poll a batch of events (partitions we have claimed only; none while the output backlog is
    at ``outbox_max_pending``: the loop keeps polling, so the group keeps us);
 3. decode, dedupe, fold, encode, search, rank (``Pipeline.process``);

@@ -117,7 +117,9 @@ class SignalExchange:
         self.ranker = ranker
         self.clock = clock
         # the signals topic lives on the input cluster, whatever the output cluster is
-        self.producer = make_producer(settings.model_copy(update={"output_bootstrap_servers": None}))
+        self.producer = make_producer(
+            settings.model_copy(update={"output_bootstrap_servers": None})
+        )
         self.consumer = make_consumer(settings, group=False)
         self.partitions = self._assign()
         self._due = time.monotonic() + settings.signals_interval_ms / 1000.0
@@ -129,7 +131,9 @@ class SignalExchange:
             time.sleep(0.2)
             parts = self.consumer.partitions_for_topic(self.topic)
         if not parts:
-            log.warning("signals topic %s not found: counting this worker's events only", self.topic)
+            log.warning(
+                "signals topic %s not found: counting this worker's events only", self.topic
+            )
             return []
         tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
         self.consumer.assign(tps)
@@ -183,6 +187,8 @@ class SignalExchange:
         if ranker is None or ranker.recorder is None:
             return 0
         deltas = ranker.recorder.take(self.clock())
+        if not self.partitions:  # no topic: a send would wait for it (and might create it)
+            return 0
         for delta in deltas:
             value = encode_delta(delta)
             try:

@@ -221,3 +221,12 @@ def test_event_time_far_past_a_range_start_opens_a_new_range() -> None:
     rec.count(0, "i1", 1.0, 10_000, [])  # 10,000 half-lives later
     deltas = rec.take()
     assert [(d.start, d.end, d.ts_ms) for d in deltas] == [(0, 1, 0.0), (1, 2, 10_000.0)]
+
+
+def test_a_delta_survives_its_record_encoding() -> None:
+    from streamrec.worker.signals import decode_delta, encode_delta
+
+    delta = SignalDelta("w-1", 3, 10, 42, 1.7e12, (("i1", 2.5),), (("i1", "i2", 0.125),), 9.5)
+    assert decode_delta(encode_delta(delta)) == delta
+    with pytest.raises(ValueError):
+        decode_delta(b'{"v": 99}')
