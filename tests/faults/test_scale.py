@@ -52,6 +52,7 @@ def test_scale_one_two_four_two_one(make_world: Callable[..., World]) -> None:
     probe = DbProbe(world)
     steps: list[tuple[str, float]] = []
     running = [world.start_worker("w0")]
+    previous = 1
     with Stream(world.producer_bootstrap, world.topic("events"), records_of(events), rate=300):
         probe.wait_applied(distinct // 10, 120, running)
         for target in (2, 4, 2, 1):
@@ -67,7 +68,8 @@ def test_scale_one_two_four_two_one(make_world: Callable[..., World]) -> None:
             wait_until(
                 _settled(probe, before, running), 90, f"the group did not settle at {target}"
             )
-            steps.append((f"-> {target}", time.monotonic() - start))
+            steps.append((f"{previous}->{target}", time.monotonic() - start))
+            previous = target
             probe.wait_applied(min(distinct, applied + 1), 60, running)  # and it moves on
     probe.wait_done(distinct, 240, running)
     outcome = check_exactly_once(world, events)
