@@ -217,7 +217,7 @@ class Settings(BaseSettings):
         20000, ge=0, description="co-visitation pairs per published delta at most (heaviest kept)"
     )
     signals_retention_ms: int = Field(
-        7 * 86_400_000,
+        3_600_000,
         ge=60_000,
         description="retention of the signals topic when `streamrec topics` creates it (what a "
         "restarted worker can rebuild from)",
