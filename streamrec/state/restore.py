@@ -139,8 +139,8 @@ class StateRestore:
             if job.events is None:
                 if read or (worked and time.monotonic() - start >= self.budget_s):
                     break
-                start = 0 if self.prime_windows else self.ranker.next_offset(p)
-                job.events = self.store.recent_events(p, start, self.limit)
+                first = 0 if self.prime_windows else self.ranker.next_offset(p)
+                job.events = self.store.recent_events(p, first, self.limit)
                 worked = read = True
             while job.done < len(job.events):
                 if worked and time.monotonic() - start >= self.budget_s:
