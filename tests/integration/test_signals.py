@@ -1,5 +1,6 @@
 """Global signals through the broker: two workers, one partition each, each sees the whole
-traffic's trending and co-visitation, every event counted once."""
+traffic's trending and co-visitation, every event counted once, also by a restarted worker
+(which rebuilds from the signals topic, then from the database beyond what the deltas covered)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -36,7 +39,24 @@ def _wait(check: object, timeout_s: float = 30.0) -> bool:
     return False
 
 
-def test_two_workers_each_see_the_others_trending(
+def _complete(workers: list[object], want: Counter[str]) -> Callable[[], bool]:
+    """Every worker's trending score of every item is its exact click count (no decay)."""
+    return lambda: all(
+        all(_ranker(w).trending.score(i) == pytest.approx(c) for i, c in want.items())
+        for w in workers
+    )
+
+
+def _clicks(items: list[str], n: int, tag: str, seed: int) -> list[Event]:
+    rng = random.Random(seed)
+    ts = 1_700_000_000_000  # one event time: no decay, scores are plain counts
+    return [
+        Event(f"{tag}{k}", f"user-{rng.randrange(40)}", rng.choice(items), "click", ts)
+        for k in range(n)
+    ]
+
+
+def test_two_workers_each_see_the_others_trending_and_a_restart_counts_once(
     broker: EmbeddedBroker, model_dir: Path, tmp_path: Path
 ) -> None:
     settings = unique_settings(
@@ -48,35 +68,36 @@ def test_two_workers_each_see_the_others_trending(
     )
     ensure_topics(settings, partitions=2)
     items = list(load_serving_model(settings).files.item_ids)[:15]
-    rng = random.Random(3)
-    ts = 1_700_000_000_000  # one event time: no decay, scores are plain counts
-    events = [
-        Event(f"e{n}", f"user-{rng.randrange(40)}", rng.choice(items), "click", ts)
-        for n in range(300)
-    ]
-    want = Counter(e.item_id for e in events)
-    with running_worker(settings) as a, running_worker(settings) as b:
-        assert _wait(lambda: len(a.worker.generations) == len(b.worker.generations) == 1)
-        send_events(settings, events)
-        assert len(read_topic(settings.bootstrap_servers, settings.recs_topic, len(events))) == (
-            len(events)
-        )
-
-        def both_complete() -> bool:
-            return all(
-                all(_ranker(w).trending.score(i) == pytest.approx(c) for i, c in want.items())
-                for w in (a, b)
-            )
-
-        assert _wait(both_complete), {
-            i: (c, _ranker(a).trending.score(i), _ranker(b).trending.score(i))
-            for i, c in want.items()
-        }
-        pairs_a = {(x, y): _ranker(a).covisit.count(x, y) for x in items for y in items}
-        pairs_b = {(x, y): _ranker(b).covisit.count(x, y) for x in items for y in items}
-        assert pairs_a == pytest.approx(pairs_b) and sum(pairs_a.values()) > 0
-        metrics = [scrape(w.url) for w in (a, b)]
-    for m in metrics:
-        assert m[("streamrec_signal_deltas_total", (("outcome", "applied"),))] >= 1
-        assert m[("streamrec_signal_deltas_total", (("outcome", "published"),))] >= 1
-        assert m[("streamrec_signals_staleness_seconds", ())] >= 0
+    first, second = _clicks(items, 300, "a", 3), _clicks(items, 200, "b", 4)
+    with running_worker(settings) as b:
+        with ExitStack() as stack:
+            a = stack.enter_context(running_worker(settings))
+            assert _wait(lambda: len(a.worker.generations) == len(b.worker.generations) == 1)
+            send_events(settings, first)
+            answered = read_topic(settings.bootstrap_servers, settings.recs_topic, len(first))
+            assert len(answered) == len(first)
+            want = Counter(e.item_id for e in first)
+            assert _wait(_complete([a, b], want)), {
+                i: (c, _ranker(a).trending.score(i), _ranker(b).trending.score(i))
+                for i, c in want.items()
+            }
+            pairs_a = {(x, y): _ranker(a).covisit.count(x, y) for x in items for y in items}
+            pairs_b = {(x, y): _ranker(b).covisit.count(x, y) for x in items for y in items}
+            assert pairs_a == pytest.approx(pairs_b) and sum(pairs_a.values()) > 0
+            metrics = [scrape(w.url) for w in (a, b)]
+        for m in metrics:
+            assert m[("streamrec_signal_deltas_total", (("outcome", "applied"),))] >= 1
+            assert m[("streamrec_signal_deltas_total", (("outcome", "published"),))] >= 1
+            assert m[("streamrec_signals_staleness_seconds", ())] >= 0
+        # a restarted worker rebuilds from the signals topic and the database: once per event
+        send_events(settings, second[:100])  # b alone now
+        with running_worker(settings) as a2:
+            send_events(settings, second[100:])
+            total = len(first) + len(second)
+            assert len(read_topic(settings.bootstrap_servers, settings.recs_topic, total)) == total
+            assert _wait(lambda: len(a2.worker.generations) == len(b.worker.generations) == 1)
+            want = Counter(e.item_id for e in [*first, *second])
+            assert _wait(_complete([a2, b], want)), {
+                i: (c, _ranker(a2).trending.score(i), _ranker(b).trending.score(i))
+                for i, c in want.items()
+            }
