@@ -22,6 +22,7 @@ SECTIONS = (
     ("TRAINING.md", "Training at catalog scale (issue 18)"),
     ("MEMORY.md", "Worker memory at 1,000,000 items x d = 64 (issue 15)"),
     ("SCALEOUT.md", "Scale-out: 1, 2 and 4 workers with global signals (issue 16)"),
+    ("SCALEOUT_KAFKA.md", "Scale-out through Kafka: 1, 2 and 4 real workers (issue 16)"),
 )
 HEADER = """# Benchmarks
 
@@ -41,6 +42,7 @@ the load noted in its section, and prefer the ratios measured within one run.
 | training cost vs catalog size, losses | `benchmarks/train_bench.py` | `make train-bench` |
 | worker memory at 1M items x d = 64 | `benchmarks/memory.py` | `make memory-bench` |
 | scale-out: 1, 2, 4 workers, global signals | `benchmarks/scaleout.py` | |
+| scale-out through Kafka: 1, 2, 4 real workers | `benchmarks/scaleout_kafka.py` | |
 """
 
 

@@ -22,6 +22,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from kafka.errors import KafkaError
@@ -36,6 +37,7 @@ from streamrec.ranking.signals import DeltaRecorder, SignalDelta
 log = logging.getLogger(__name__)
 
 POLL_MAX_RECORDS = 200  # deltas merged per loop iteration at most
+MAX_RECORD_BYTES = 900_000  # under Kafka's default 1 MB message limit (long ids can get there)
 FORMAT_VERSION = 1
 
 
@@ -70,6 +72,21 @@ def decode_delta(value: bytes) -> SignalDelta:
         tuple((str(a), str(b), float(w)) for a, b, w in body["c"]),
         float(body.get("at", 0.0)),
     )
+
+
+def fitted(delta: SignalDelta, limit: int = MAX_RECORD_BYTES) -> bytes:
+    """The record value of ``delta``, its lightest pairs (then items) dropped until it fits
+    in ``limit`` bytes (the caps keep that rare: it takes ids of hundreds of characters)."""
+    value = encode_delta(delta)
+    while len(value) > limit and (delta.pairs or len(delta.items) > 1):
+        if delta.pairs:
+            pairs = sorted(delta.pairs, key=lambda p: -p[2])[: len(delta.pairs) // 2]
+            delta = replace(delta, pairs=tuple(pairs))
+        else:
+            items = sorted(delta.items, key=lambda i: -i[1])[: len(delta.items) // 2]
+            delta = replace(delta, items=tuple(items))
+        value = encode_delta(delta)
+    return value
 
 
 def _round(weight: float) -> float:
@@ -190,7 +207,7 @@ class SignalExchange:
         if not self.partitions:  # no topic: a send would wait for it (and might create it)
             return 0
         for delta in deltas:
-            value = encode_delta(delta)
+            value = fitted(delta)
             try:
                 self.producer.send(self.topic, key=str(delta.partition).encode(), value=value)
             except KafkaError as exc:  # lost for the others: their counts miss this range

@@ -230,3 +230,17 @@ def test_a_delta_survives_its_record_encoding() -> None:
     assert decode_delta(encode_delta(delta)) == delta
     with pytest.raises(ValueError):
         decode_delta(b'{"v": 99}')
+
+
+def test_a_delta_too_large_for_one_record_keeps_its_heaviest_part() -> None:
+    from streamrec.worker.signals import decode_delta, encode_delta, fitted
+
+    long = "x" * 200
+    pairs = tuple((f"a{n}{long}", f"b{n}{long}", float(n)) for n in range(100))
+    delta = SignalDelta("w", 0, 0, 5, 0.0, (("i", 1.0),), pairs)
+    assert fitted(delta) == encode_delta(delta)  # fits: unchanged
+    value = fitted(delta, limit=len(encode_delta(delta)) // 3)
+    kept = decode_delta(value)
+    assert len(value) <= len(encode_delta(delta)) // 3 and kept.items == delta.items
+    assert 0 < len(kept.pairs) < 100 and min(w for _, _, w in kept.pairs) > 50
+    assert (kept.start, kept.end) == (0, 5)  # the range stays: the events count once
