@@ -73,10 +73,12 @@ def workers_running(settings: Settings, n: int, timeout_s: float = 180) -> Itera
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(w,), daemon=True) for w in workers]
-    for t in threads:
-        t.start()
     deadline = time.monotonic() + timeout_s
     try:
+        for worker, thread in zip(workers, threads, strict=True):
+            thread.start()  # one at a time: the database migration is not thread-safe
+            while not worker.ready()[0] and time.monotonic() < deadline and not errors:
+                time.sleep(0.1)
         while time.monotonic() < deadline and not errors:
             owned = [len(w.generations) for w in workers]
             if all(owned) and sum(owned) == 4 and all(w.ready()[0] for w in workers):
@@ -226,7 +228,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
 @click.option("--data", default="/work/shared/datasets/ml-100k/u.data", show_default=True)
 @click.option("--model", default="/tmp/replay-ml100k/model", show_default=True)
 @click.option("--tmp", default="/tmp/scaleout-kafka", show_default=True)
-def main(data: str, model: str, tmp: str) -> None:
+@click.option("--resume", is_flag=True, help="keep the runs scaleout_kafka.json already holds")
+def main(data: str, model: str, tmp: str, resume: bool) -> None:
     """1 worker, 2 and 4 with signals, 4 without."""
     info = machine()
     events = load_log(data)
@@ -235,9 +238,14 @@ def main(data: str, model: str, tmp: str) -> None:
     check_no_leakage(files, replay_data.warmup)
     work = Path(tmp)
     work.mkdir(parents=True, exist_ok=True)
-    runs = []
+    runs: list[dict[str, Any]] = []
+    if resume and (HERE / "scaleout_kafka.json").is_file():
+        runs = json.loads((HERE / "scaleout_kafka.json").read_text())["runs"]
+    report = {"machine": info, "test": len(replay_data.test), "runs": runs}
     with EmbeddedBroker(log_path=work / "broker.log") as broker:
         for n, signals in ((1, False), (4, True), (4, False), (2, True)):
+            if any(r["workers"] == n and r["signals"] == signals for r in runs):
+                continue
             run = run_config(broker, replay_data, Path(model), work, n, signals)
             click.echo(f"{n} workers, signals {signals}: {run}")
             runs.append(run)
