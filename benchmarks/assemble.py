@@ -24,6 +24,8 @@ SECTIONS = (
     ("SNAPSHOT.md", "Index snapshots: restart to ready at 100,000 items (issue 15)"),
     ("TRAINING.md", "Training at catalog scale (issue 18)"),
     ("MEMORY.md", "Worker memory at 1,000,000 items x d = 64 (issue 15)"),
+    ("SCALEOUT.md", "Scale-out: 1, 2 and 4 workers with global signals (issue 16)"),
+    ("SCALEOUT_KAFKA.md", "Scale-out through Kafka: 1, 2 and 4 real workers (issue 16)"),
 )
 HEADER = """# Benchmarks
 
@@ -45,6 +47,8 @@ the load noted in its section, and prefer the ratios measured within one run.
 | index snapshots: restart to ready | `benchmarks/snapshot.py` | `make snapshot-bench` |
 | training cost vs catalog size, losses | `benchmarks/train_bench.py` | `make train-bench` |
 | worker memory at 1M items x d = 64 | `benchmarks/memory.py` | `make memory-bench` |
+| scale-out: 1, 2, 4 workers, global signals | `benchmarks/scaleout.py` | |
+| scale-out through Kafka: 1, 2, 4 real workers | `benchmarks/scaleout_kafka.py` | |
 """
 
 

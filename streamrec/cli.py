@@ -220,7 +220,8 @@ def simulate(
 @click.option("--partitions", default=4, show_default=True, type=click.IntRange(1))
 @click.option("--replication", default=1, show_default=True, type=click.IntRange(1))
 def topics(bootstrap_servers: str | None, partitions: int, replication: int) -> None:
-    """Create the events, catalog, recommendations and dead-letter topics."""
+    """Create the events, catalog, recommendations and dead-letter topics (and the signals
+    topic when STREAMREC_SIGNALS_TOPIC is set)."""
     from streamrec.io.clients import ensure_topics
     from streamrec.ops.settings import load_settings
 

@@ -131,13 +131,24 @@ def broker_connected(consumer: KafkaConsumer) -> bool:
 
 
 def ensure_topics(settings: Settings, partitions: int = 4, replication: int = 1) -> list[str]:
-    """Create the four topics if they do not exist; return those created."""
+    """Create the four topics (five with a signals topic) if they do not exist; return those
+    created."""
     names = [settings.events_topic, settings.items_topic, settings.recs_topic, settings.dlq_topic]
-    return create_topics(settings, names, partitions, replication)
+    created = create_topics(settings, names, partitions, replication)
+    if settings.signals_topic:
+        retention = {"retention.ms": str(settings.signals_retention_ms)}
+        created += create_topics(
+            settings, [settings.signals_topic], partitions, replication, configs=retention
+        )
+    return created
 
 
 def create_topics(
-    settings: Settings, names: Iterable[str], partitions: int = 4, replication: int = 1
+    settings: Settings,
+    names: Iterable[str],
+    partitions: int = 4,
+    replication: int = 1,
+    configs: dict[str, str] | None = None,
 ) -> list[str]:
     """Create topics through the admin API, ignoring those that exist."""
     try:
@@ -155,7 +166,9 @@ def create_topics(
             if name in existing:
                 continue
             try:
-                admin.create_topics([NewTopic(name, partitions, replication)])
+                admin.create_topics(
+                    [NewTopic(name, partitions, replication, topic_configs=configs or {})]
+                )
                 created.append(name)
             except TopicAlreadyExistsError:
                 pass

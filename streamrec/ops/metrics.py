@@ -150,6 +150,7 @@ class Metrics:
         self._stream_state: Callable[[], Mapping[str, tuple[int, int]]] | None = None
         self._index_refreshed_at: float | None = None
         self._snapshot_at: float | None = None
+        self._signals_sent_at: float | None = None
         self._define(self.registry)
         self.registry.register(_ScrapeTimeCollector(self))
 
@@ -261,6 +262,20 @@ class Metrics:
             ["component"],
             registry=r,
         )
+        self.signal_deltas = Counter(
+            "streamrec_signal_deltas_total",
+            "Global-signal deltas (trending and co-visitation counts of one partition's offset "
+            "range), by outcome: published by this worker, or read and applied, duplicate "
+            "(already counted), overlap (straddles what was counted: skipped) or bad.",
+            ["outcome"],
+            registry=r,
+        )
+        self.signal_bytes = Counter(
+            "streamrec_signal_bytes_total",
+            "Bytes of global-signal records sent (out) and read (in).",
+            ["direction"],
+            registry=r,
+        )
         self.stream_state_restored = Counter(
             "streamrec_stream_state_restored_events_total",
             "Applied events read back from the database into the fused ranker's stream "
@@ -364,6 +379,12 @@ class Metrics:
         with self._lock:
             self._index_refreshed_at = self.clock()
 
+    def signals_merged(self, sent_at: float) -> None:
+        """Another worker's delta, sent at ``sent_at`` (epoch seconds), was merged."""
+        with self._lock:
+            if self._signals_sent_at is None or sent_at > self._signals_sent_at:
+                self._signals_sent_at = sent_at
+
     def snapshot_taken(self, created_at: float) -> None:
         """The index state of ``created_at`` is saved (a snapshot written, or loaded at start)."""
         with self._lock:
@@ -384,6 +405,7 @@ class Metrics:
             refreshed = self._index_refreshed_at
             new_items = self._new_items
             snapshot_at = self._snapshot_at
+            signals_at = self._signals_sent_at
             stream_state = self._stream_state
         live, deleted = index_counts(source()) if source is not None else (0, 0)
 
@@ -410,6 +432,12 @@ class Metrics:
             "streamrec_index_snapshot_age_seconds",
             "Seconds since the newest index snapshot this worker wrote or loaded was taken.",
             max(0.0, self.clock() - snapshot_at) if snapshot_at is not None else None,
+        )
+        yield _gauge(
+            "streamrec_signals_staleness_seconds",
+            "Seconds since the newest global-signal delta merged from another worker was sent "
+            "(no sample before the first one).",
+            max(0.0, self.clock() - signals_at) if signals_at is not None else None,
         )
         yield _gauge(
             "streamrec_new_items",

@@ -213,6 +213,26 @@ class Settings(BaseSettings):
         description="longest wait of one database call (SQLite busy wait, PostgreSQL connect "
         "and statement timeouts); keep it under max_poll_interval_ms",
     )
+    signals_topic: str = Field(
+        "",
+        description="global-signals topic: workers exchange trending and co-visitation deltas "
+        "through it (empty: each worker counts only the events it consumes)",
+    )
+    signals_interval_ms: int = Field(
+        1000, ge=10, description="how often a worker publishes its trending/co-visitation deltas"
+    )
+    signals_max_items: int = Field(
+        5000, ge=1, description="trending items per published delta at most (the heaviest kept)"
+    )
+    signals_max_pairs: int = Field(
+        20000, ge=0, description="co-visitation pairs per published delta at most (heaviest kept)"
+    )
+    signals_retention_ms: int = Field(
+        3_600_000,
+        ge=60_000,
+        description="retention of the signals topic when `streamrec topics` creates it (what a "
+        "restarted worker can rebuild from)",
+    )
     stream_state_restore_events: int = Field(
         50_000,
         ge=0,

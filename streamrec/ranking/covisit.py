@@ -106,6 +106,8 @@ class CoVisitation:
         self._names: list[str] = []  # integer key -> item id
         self._scratch = np.zeros(0, dtype=np.float64)  # per key, a sum (zero between calls)
         self._first = np.zeros(0, dtype=np.int64)  # per key, scratch for de-duplication
+        # the weight of each pair the last ``observe`` counted (undecayed, ``paired``'s order)
+        self.last_pair_weights: list[float] = []
 
     def observe(
         self, user_id: str, item_id: str, event_type: str, ts_ms: int | None = None
@@ -129,6 +131,7 @@ class CoVisitation:
         key = self.key_of(item_id)
         names = self._names
         paired = []
+        weights = self.last_pair_weights = []
         for other, other_weight in recent:
             if other == key:
                 continue
@@ -136,11 +139,43 @@ class CoVisitation:
             self._bump(key, other, pair)
             self._bump(other, key, pair)
             paired.append(names[other])
+            weights.append(weight * other_weight)
         recent.append((key, weight))
         self._tick += 1
         if self.max_pairs is not None and self._entries > self.max_pairs:
             self._evict(self.max_pairs * 7 // 8)
         return paired
+
+    def has_window(self, user_id: str) -> bool:
+        """True when the user's recent window is remembered."""
+        return user_id in self._recent
+
+    def prime(self, user_id: str, item_id: str, event_type: str) -> None:
+        """Append an event to the user's window without counting any pair (an event whose
+        pairs were counted elsewhere: ``Ranker.restore``)."""
+        recent = self._recent.get(user_id)
+        if recent is None:
+            recent = self._recent[user_id] = deque(maxlen=self.window)
+            if len(self._recent) > self.max_users:
+                self._recent.popitem(last=False)
+                self.forgotten_users += 1
+        else:
+            self._recent.move_to_end(user_id)
+        recent.append((self.key_of(item_id), self.event_weights.get(event_type, 1.0)))
+
+    def add_pair(self, a: str, b: str, weight: float, ts_ms: float | None = None) -> None:
+        """Add ``weight`` (its value at event time ``ts_ms``) to the pair in both directions, as
+        if events had paired the items (a delta merged from another worker,
+        ``streamrec.ranking.signals``); user windows are not touched."""
+        if a == b:
+            return
+        boost = 1.0 if ts_ms is None else self._clock.boost(ts_ms)
+        key_a, key_b = self.key_of(a), self.key_of(b)
+        self._bump(key_a, key_b, weight * boost)
+        self._bump(key_b, key_a, weight * boost)
+        self._tick += 1
+        if self.max_pairs is not None and self._entries > self.max_pairs:
+            self._evict(self.max_pairs * 7 // 8)
 
     def _evict(self, target: int) -> None:
         """Forget the rows least recently counted in until at most ``target`` entries remain."""

@@ -62,6 +62,7 @@ from streamrec.ranking.fusion import (
     top_positions,
 )
 from streamrec.ranking.index import ItemIndex
+from streamrec.ranking.signals import DeltaRecorder, Outcome, SignalDelta, classify
 from streamrec.ranking.trending import Trending
 
 if TYPE_CHECKING:
@@ -222,6 +223,8 @@ class Ranker:
         )
         self.max_len = max(encoder.max_len, 1)
         self._next_offsets: dict[int, int] = {}  # per partition: the next offset not yet counted
+        # records what this ranker counts, for the other workers (``signals``; None: nobody)
+        self.recorder: DeltaRecorder | None = None
         # index label of each co-visitation key (-1: unknown to the index when looked up)
         self._covisit_labels = np.zeros(0, dtype=np.int64)
         self._covisit_index_labels = index.n_labels  # index size at the last lookup
@@ -237,6 +240,7 @@ class Ranker:
         other.trending = self.trending
         other.covisit = self.covisit
         other._next_offsets = self._next_offsets
+        other.recorder = self.recorder
         cfg = self.config
         other.new_items = NewItemVectors(
             index,
@@ -262,6 +266,7 @@ class Ranker:
         other.covisit = self.covisit
         other.new_items = self.new_items
         other._next_offsets = self._next_offsets
+        other.recorder = self.recorder
         return other
 
     # -- state ---------------------------------------------------------------------------
@@ -281,7 +286,7 @@ class Ranker:
         """
         if not self._take_offset(partition, offset) or event.is_feedback:
             return False  # impressions and dismissals are no evidence of interest
-        paired = self._count(event)
+        paired = self._count(event, partition)
         if self.config.new_item_vectors:
             self.new_items.on_pairs(event.item_id, paired)
         return True
@@ -301,7 +306,7 @@ class Ranker:
         for event, partition, offset in events:
             if not self._take_offset(partition, offset) or event.is_feedback:
                 continue
-            paired = self._count(event)
+            paired = self._count(event, partition)
             if vectors:
                 due.update(self.new_items.touch(event.item_id, paired))
             counted += 1
@@ -312,7 +317,9 @@ class Ranker:
     def restore(self, partition: int, events: Sequence[tuple[int, Event]]) -> int:
         """Observe ``(offset, event)`` pairs of one partition, in offset order.
 
-        The same counts as ``observe`` on each of them (offsets already observed are skipped),
+        The same counts as ``observe`` on each of them (offsets already observed are not
+        counted again; they only fill the co-visitation window of a user who has none yet, as
+        after a partition move when the counts came from the previous owner's deltas),
         but each touched new item's vector is computed once, at the end (identical to the
         per-event vector unless counts decay and a prior or a content vector weighs in, where
         the later computation sees slightly more decayed evidence).
@@ -322,15 +329,27 @@ class Ranker:
         """
         touched: set[str] = set()
         counted = 0
+        primed: set[str] = set()  # users whose co-visitation window this call started
+        covisit = self.covisit
         for offset, event in events:
+            if offset < self._next_offsets.get(partition, 0):
+                # counted already (merged from another worker's deltas): only the user's
+                # window learns it, so that the user's next events pair as they would have
+                user = event.user_id
+                if not event.is_feedback and (user in primed or not covisit.has_window(user)):
+                    covisit.prime(user, event.item_id, event.type)
+                    primed.add(user)
+                continue
             if self._take_offset(partition, offset) and not event.is_feedback:
-                paired = self._count(event)
+                paired = self._count(event, partition)
                 touched.add(event.item_id)
                 touched.update(paired)
                 # the evidence is counted as in ``observe``, so that the refresh schedule
                 # after a restart continues from it (not from zero: every touch due again)
                 self.new_items.touch(event.item_id, paired)
                 counted += 1
+        if self.recorder is not None:  # a restored range is published on its own (signals)
+            self.recorder.close(partition)
         if self.config.new_item_vectors and touched:
             self.new_items.write_vectors(touched)
         return counted
@@ -342,15 +361,41 @@ class Ranker:
     def _take_offset(self, partition: int | None, offset: int | None) -> bool:
         if partition is None or offset is None:
             return True
-        if offset < self._next_offsets.get(partition, 0):
+        watermark = self._next_offsets.get(partition, 0)
+        if offset < watermark:
             return False
         self._next_offsets[partition] = offset + 1
+        if self.recorder is not None:
+            self.recorder.offset(partition, watermark, offset)
         return True
 
-    def _count(self, event: Event) -> list[str]:
+    def _count(self, event: Event, partition: int | None = None) -> list[str]:
         """Trending and co-visitation; returns the items the event was paired with."""
         self.trending.observe(event.item_id, event.type, event.ts)
-        return self.covisit.observe(event.user_id, event.item_id, event.type, event.ts)
+        cv = self.covisit
+        paired = cv.observe(event.user_id, event.item_id, event.type, event.ts)
+        if self.recorder is not None and partition is not None:
+            weight = self.trending.event_weights.get(event.type, 1.0)
+            pairs = zip(paired, cv.last_pair_weights, strict=True)
+            self.recorder.count(partition, event.item_id, weight, event.ts, pairs)
+        return paired
+
+    def merge_signals(self, delta: SignalDelta) -> Outcome:
+        """Merge another worker's delta into trending and co-visitation, once per offset
+        range (``streamrec.ranking.signals``: duplicates and straddling deltas are skipped)."""
+        outcome = classify(self._next_offsets.get(delta.partition, 0), delta)
+        if outcome != "applied":
+            return outcome
+        self._next_offsets[delta.partition] = delta.end
+        for item_id, weight in delta.items:
+            self.trending.add(item_id, weight, delta.ts_ms)
+        touched: set[str] = set()
+        for a, b, weight in delta.pairs:
+            self.covisit.add_pair(a, b, weight, delta.ts_ms)
+            touched.update((a, b))
+        if self.config.new_item_vectors and touched:
+            self.new_items.write_vectors(touched)
+        return outcome
 
     def stream_state_sizes(self) -> dict[str, tuple[int, int]]:
         """Per part of the stream state: (entries held, entries forgotten so far); O(1).

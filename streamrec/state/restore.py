@@ -75,6 +75,10 @@ class StateRestore:
         on_counted: called with the number of events counted after each chunk (a metric).
         chunk_events: events per ``Ranker.restore`` call.
         budget_s: restore time per ``step``.
+        prime_windows: read the latest ``limit`` events even below the ranker's watermark
+            (with global signals the counts of a moved partition came from the previous owner's
+            deltas; the events below the watermark then only fill the users' co-visitation
+            windows, ``Ranker.restore``).
     """
 
     def __init__(
@@ -85,6 +89,7 @@ class StateRestore:
         on_counted: Callable[[int], object] = lambda n: None,
         chunk_events: int = CHUNK_EVENTS,
         budget_s: float = BUDGET_S,
+        prime_windows: bool = False,
     ) -> None:
         if limit < 1 or chunk_events < 1:
             raise ValueError("limit and chunk_events must be >= 1")
@@ -94,6 +99,7 @@ class StateRestore:
         self.on_counted = on_counted
         self.chunk_events = chunk_events
         self.budget_s = budget_s
+        self.prime_windows = prime_windows
         self._jobs: dict[int, _Job] = {}
         self._restored: set[int] = set()  # finished, waiting for the other pending ones
 
@@ -133,7 +139,8 @@ class StateRestore:
             if job.events is None:
                 if read or (worked and time.monotonic() - start >= self.budget_s):
                     break
-                job.events = self.store.recent_events(p, self.ranker.next_offset(p), self.limit)
+                first = 0 if self.prime_windows else self.ranker.next_offset(p)
+                job.events = self.store.recent_events(p, first, self.limit)
                 worked = read = True
             while job.done < len(job.events):
                 if worked and time.monotonic() - start >= self.budget_s:
@@ -168,4 +175,7 @@ def make_state_restore(
     """The worker's restore; None with encoder ranking or ``stream_state_restore_events=0``."""
     if ranker is None or settings.stream_state_restore_events == 0:
         return None
-    return StateRestore(store, ranker, settings.stream_state_restore_events, on_counted)
+    limit = settings.stream_state_restore_events
+    return StateRestore(
+        store, ranker, limit, on_counted, prime_windows=bool(settings.signals_topic)
+    )

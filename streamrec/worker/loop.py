@@ -2,6 +2,8 @@
 
 1. poll the catalog (non-blocking, at most ``catalog_batch_max_records``) into the index;
    swap in a compacted graph, write an index snapshot when due (``streamrec.worker.snapshots``);
+   with global signals, merge the other workers' trending/co-visitation deltas and publish this
+   worker's when due (``streamrec.worker.signals``);
 2. poll a batch of events (partitions we have claimed only; none while the output backlog is
    at ``outbox_max_pending``: the loop keeps polling, so the group keeps us);
 3. decode, dedupe, fold, encode, search, rank (``Pipeline.process``);
@@ -61,6 +63,7 @@ from streamrec.worker.partitions import Partitions
 from streamrec.worker.relay import OutboxRelay
 from streamrec.worker.reload import open_model, report_model, swap_model
 from streamrec.worker.serving import ServingModel, make_ranker
+from streamrec.worker.signals import SignalExchange, make_recorder, worker_name
 from streamrec.worker.snapshots import (
     IndexUpkeep,
     catalog_offsets,
@@ -162,6 +165,9 @@ class Worker:
         if self.pipeline.ranker is not None:
             self.metrics.bind_new_items(self._new_items_searchable)
             self.metrics.bind_stream_state(self._stream_state_sizes)
+        if self.pipeline.ranker is not None and settings.signals_topic:
+            ranker = self.pipeline.ranker  # a reload's ranker shares the recorder (with_model)
+            ranker.recorder = make_recorder(settings, ranker, worker_name(settings))
         self.store = Store(settings.db_url, settings.group_id, settings.db_timeout_ms, clock)
         self.retention = make_retention(settings, self.store, clock, self.metrics)
         self.partitions = Partitions(
@@ -188,6 +194,7 @@ class Worker:
         self.producer: KafkaProducer | None = None
         self.consumer: KafkaConsumer | None = None
         self.catalog: CatalogFollower | None = None
+        self.signals: SignalExchange | None = None
         self.upkeep: IndexUpkeep | None = None
 
     def _new_items_searchable(self) -> int:
@@ -286,6 +293,12 @@ class Worker:
             loaded=self.catalog.resumed,
             clock=self.clock,
         )
+        if ranker is not None and self.settings.signals_topic:
+            # the other partitions' counts before any claimed partition is restored beyond them
+            self.signals = SignalExchange(
+                self.settings, self.metrics, lambda: self.pipeline.ranker, self.clock
+            )
+            self.signals.catch_up()
         self.consumer = make_consumer(self.settings)
         self.consumer.subscribe([self.settings.events_topic], listener=_Listener(self))
 
@@ -296,6 +309,8 @@ class Worker:
             closers.append(lambda: self.consumer and self.consumer.close(False, timeout_ms=2000))
         if self.catalog is not None:
             closers.append(self.catalog.close)
+        if self.signals is not None:
+            closers.append(self.signals.close)  # sends what is recorded first
         if self.producer is not None:
             closers.append(lambda: self.producer and self.producer.close(timeout=2))
         for close in closers:
@@ -360,6 +375,8 @@ class Worker:
         """Forget revoked partitions; the loop is between batches when this runs."""
         self.partitions.revoked(revoked)
         self.metrics.up.set(1 if self.generations else 0)
+        if self.signals is not None:  # before the next owner restores them
+            self._signals(lambda s: s.publish(force=True))
 
     def _claim(self) -> None:
         assert self.consumer is not None
@@ -376,6 +393,8 @@ class Worker:
             self.catalog.poll()
         except KafkaError as exc:
             self.health.broker_failed(f"catalog poll: {type(exc).__name__}")
+        if self.signals is not None:
+            self._signals(lambda s: (s.poll(), s.publish()))
         if self.upkeep is not None:
             self.upkeep.tick()  # between two batches: compaction swaps, snapshots
         self._reload()  # between two batches: a batch is ranked by one model only
@@ -418,6 +437,14 @@ class Worker:
             [TopicPartition(self.settings.events_topic, p) for p in self.generations],
         )
         return len(records)
+
+    def _signals(self, call: Callable[[SignalExchange], object]) -> None:
+        """Merge or publish global signals; a broker failure only delays them."""
+        assert self.signals is not None
+        try:
+            call(self.signals)
+        except KafkaError as exc:
+            self.health.broker_failed(f"signals: {type(exc).__name__}")
 
     def process(self, records: Sequence[Record]) -> None:
         """Steps 3 to 6 for one batch.

@@ -26,6 +26,7 @@ from streamrec.state.restore import StateRestore
 from streamrec.state.store import Store
 from streamrec.testing import FakeClock, MeanEncoder, random_index
 from streamrec.worker.catalog import apply_catalog_op
+from streamrec.worker.signals import make_recorder
 from streamrec.worker.step import Pipeline, Record
 
 TRAINED = [f"i{n}" for n in range(40)]
@@ -220,3 +221,33 @@ def test_state_restore_releases_partitions_together_and_validates_its_limit(tmp_
         assert restore.pending == {0, 3}
         assert restore.step() == [0, 3]
         assert restore.pending == set()
+
+
+def test_with_signals_the_restore_primes_windows_below_the_watermark(tmp_path: Path) -> None:
+    """A partition whose counts came from another worker's deltas (the watermark is past its
+    first events): the restore reads the latest events from the start anyway, counts only
+    those past the watermark, and the earlier ones fill the users' windows, so the state is
+    the one counting every event gives (without priming, co-visitation misses pairs)."""
+    stream = _stream(60, seed=4)
+    reference = _ranker(new_item_vectors=False)
+    for offset, event in stream:
+        reference.observe(event, 0, offset)
+    donor = _ranker(new_item_vectors=False)  # the previous owner: counted the first 40
+    donor.recorder = make_recorder(load_settings(), donor, "donor")
+    for offset, event in stream[:40]:
+        donor.observe(event, 0, offset)
+    deltas = donor.recorder.take()
+    covisit: dict[bool, list[dict[str, float]]] = {}
+    with _store_with(tmp_path, {0: stream}) as store:
+        for prime in (True, False):
+            moved = _ranker(new_item_vectors=False)
+            assert [moved.merge_signals(d) for d in deltas] == ["applied"]
+            restore = StateRestore(store, moved, limit=100, prime_windows=prime)
+            restore.add([0])
+            assert restore.step() == [0]
+            assert moved.next_offset(0) == stream[-1][0] + 1
+            assert dict(moved.trending.ranked()) == pytest.approx(dict(reference.trending.ranked()))
+            covisit[prime] = [dict(moved.covisit.neighbors(i)) for i in [*TRAINED, *NEW]]
+    want = [dict(reference.covisit.neighbors(i)) for i in [*TRAINED, *NEW]]
+    assert all(got == pytest.approx(w) for got, w in zip(covisit[True], want, strict=True))
+    assert not all(got == pytest.approx(w) for got, w in zip(covisit[False], want, strict=True))
