@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 from harness import (
     HERE,
     data_option,
@@ -44,17 +43,15 @@ from harness import (
 
 def drain_point(model: Path, ratio: float, items: int, warmup: int, n_events: int) -> dict:
     """Vectors written per event and events/s at ``items`` catalog items (module docstring)."""
-    from throughput_inprocess import PARTITIONS, to_records
+    from throughput_inprocess import PARTITIONS, catalog_ranker, to_records
     from throughput_stages import chunks
     from throughput_warm import commit_warm, restore_ranker
-    from throughput_workload import Traffic, make_catalog
+    from throughput_workload import Traffic
 
     from streamrec.core.history import fold_events
     from streamrec.ops.settings import load_settings
     from streamrec.ranking.encoder import OnnxEncoder
-    from streamrec.ranking.index import ItemIndex
     from streamrec.ranking.modelfiles import read_model_dir
-    from streamrec.ranking.ranker import Ranker, RankingConfig
     from streamrec.state.batch import AppliedEvent
     from streamrec.state.store import Store
     from streamrec.worker.step import Pipeline
@@ -62,18 +59,7 @@ def drain_point(model: Path, ratio: float, items: int, warmup: int, n_events: in
     settings = load_settings(model_dir=model, metrics_port=0, new_item_refresh_ratio=ratio)
     files = read_model_dir(model)
     encoder = OnnxEncoder(files.encoder_path(), files.meta.dim, files.meta.max_len, 1)
-    catalog = make_catalog(files.item_ids, files.item_vectors, items, seed=0)
-    index = ItemIndex(
-        catalog.ids,
-        catalog.vectors,
-        m=settings.hnsw_m,
-        ef_construction=settings.hnsw_ef_construction,
-        ef_search=settings.hnsw_ef_search,
-    )
-    index.centroid = np.asarray(files.item_vectors, dtype=np.float32).mean(axis=0)
-    ranker = Ranker(encoder, index, RankingConfig.from_settings(settings), trained=files.item_ids)
-    for op in catalog.ops():
-        ranker.observe_catalog(op)
+    catalog, index, ranker, _, _ = catalog_ranker(settings, files, encoder, items)
     pipeline = Pipeline(
         settings, encoder, index, files.meta.version, max_future_ms=None, ranker=ranker
     )

@@ -31,7 +31,7 @@ from harness import PARTITIONS, pct, say
 from throughput_profile import profiled
 from throughput_stages import chunks
 from throughput_warm import commit_warm, restore_ranker
-from throughput_workload import Traffic, make_catalog
+from throughput_workload import Catalog, Traffic, make_catalog
 
 from streamrec.core.events import Event
 from streamrec.core.history import fold_events
@@ -62,18 +62,11 @@ def to_records(
     return out
 
 
-def inprocess_point(
-    settings: Settings,
-    files: ModelFiles,
-    encoder: Encoder,
-    n_items: int,
-    args: Any,
-    tmp: Path,
-    profile: bool = False,
-) -> dict[str, Any]:
-    """One catalog size: build, warm up, back-to-back events/s, paced latency (and, with
-    ``profile``, where a drain's time goes: ``throughput_profile.py``)."""
-    say(f"in-process {n_items:,} items: catalog and index ...")
+def catalog_ranker(
+    settings: Settings, files: ModelFiles, encoder: Encoder, n_items: int
+) -> tuple[Catalog, ItemIndex, Ranker, float, float]:
+    """The benchmark catalog of ``n_items``, its index (built in one call) and a fused ranker
+    that has seen every catalog record; with the seconds of the build and of the records."""
     catalog = make_catalog(files.item_ids, files.item_vectors, n_items, seed=0)
     start = time.perf_counter()
     index = ItemIndex(
@@ -89,7 +82,22 @@ def inprocess_point(
     start = time.perf_counter()
     for op in catalog.ops():
         ranker.observe_catalog(op)
-    observe_s = time.perf_counter() - start
+    return catalog, index, ranker, build_s, time.perf_counter() - start
+
+
+def inprocess_point(
+    settings: Settings,
+    files: ModelFiles,
+    encoder: Encoder,
+    n_items: int,
+    args: Any,
+    tmp: Path,
+    profile: bool = False,
+) -> dict[str, Any]:
+    """One catalog size: build, warm up, back-to-back events/s, paced latency (and, with
+    ``profile``, where a drain's time goes: ``throughput_profile.py``)."""
+    say(f"in-process {n_items:,} items: catalog and index ...")
+    catalog, index, ranker, build_s, observe_s = catalog_ranker(settings, files, encoder, n_items)
     pipeline = Pipeline(
         settings,
         encoder,

@@ -40,7 +40,7 @@ Event-type weights (a purchase counts more than a click) apply to trending and c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -213,14 +213,7 @@ class Ranker:
             max_pairs=cfg.covisit_max_pairs,
             half_life_s=cfg.covisit_half_life_s,
         )
-        self.new_items = NewItemVectors(
-            index,
-            trained,
-            self.covisit,
-            cfg.content_weight,
-            prior=cfg.new_item_prior,
-            refresh_ratio=cfg.new_item_refresh_ratio,
-        )
+        self.new_items = self._new_item_vectors(index, trained)
         self.max_len = max(encoder.max_len, 1)
         self._next_offsets: dict[int, int] = {}  # per partition: the next offset not yet counted
         # records what this ranker counts, for the other workers (``signals``; None: nobody)
@@ -241,8 +234,13 @@ class Ranker:
         other.covisit = self.covisit
         other._next_offsets = self._next_offsets
         other.recorder = self.recorder
+        other.new_items = self._new_item_vectors(index, trained)
+        return other
+
+    def _new_item_vectors(self, index: ItemIndex, trained: Collection[str]) -> NewItemVectors:
+        """New-item vectors in ``index`` from this ranker's co-visitation counts."""
         cfg = self.config
-        other.new_items = NewItemVectors(
+        return NewItemVectors(
             index,
             trained,
             self.covisit,
@@ -250,7 +248,6 @@ class Ranker:
             prior=cfg.new_item_prior,
             refresh_ratio=cfg.new_item_refresh_ratio,
         )
-        return other
 
     def with_config(self, config: RankingConfig) -> Ranker:
         """A ranker of another policy (an A/B arm, ``streamrec.ranking.arms``) over this one's
