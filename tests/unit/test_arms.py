@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from typing import Any
 
 import pytest
+from pipelines import make_pipeline, run_events
 
 from streamrec.core.events import Event
 from streamrec.errors import ConfigError
-from streamrec.io.codec import encode_event
 from streamrec.ops.settings import load_settings
 from streamrec.ranking.arms import Arm, Assignment
-from streamrec.ranking.ranker import Ranker, RankingConfig
+from streamrec.ranking.ranker import RankingConfig
 from streamrec.state.memory import MemoryStateReader
-from streamrec.testing import FakeClock, MeanEncoder, random_index
-from streamrec.worker.step import Pipeline, Record
+from streamrec.worker.step import Pipeline
 
 ARMS = '[{"name": "A"}, {"name": "B", "explore_rate": 0.5, "weight_covisit": 0.0}]'
 
@@ -74,21 +72,13 @@ def test_settings_parse_and_validate_arms(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def _pipeline(**overrides: Any) -> Pipeline:
-    settings = load_settings(metrics_port=0, top_k=5, db_url="sqlite://", **overrides)
-    encoder, index = MeanEncoder(8, max_len=20), random_index(60, 8, seed=4)
-    ranker = Ranker(
-        encoder, index, RankingConfig.from_settings(settings), [f"i{n}" for n in range(60)]
-    )
-    return Pipeline(settings, encoder, index, "v", FakeClock(), ranker=ranker)
+    return make_pipeline(5, 60, 4, RankingConfig.from_settings, "v", 8, **overrides)
 
 
 def _run(pipe: Pipeline, events: list[Event]) -> list[dict[str, Any]]:
-    records = [
-        Record("t", 0, n, e.user_id.encode(), encode_event(e), 0) for n, e in enumerate(events)
-    ]
-    write, stats = pipe.process(records, MemoryStateReader(), {0: 1})
+    bodies, stats = run_events(pipe, events)
     pipe.last_stats = stats  # type: ignore[attr-defined]
-    return [json.loads(m.value) for m in write.messages]  # type: ignore[arg-type]
+    return bodies
 
 
 def _events() -> list[Event]:
@@ -155,12 +145,8 @@ def test_impression_demotion_is_a_per_arm_policy() -> None:
     reader = MemoryStateReader()
     top = {u: base[u]["items"][0]["item_id"] for u in users}
     reader.users = {u: UserState(impressions=((top[u], 10),)) for u in users}
-    records = [
-        Record("t", 0, n, e.user_id.encode(), encode_event(e), 0) for n, e in enumerate(clicks)
-    ]
-    write, _ = pipe.process(records, reader, {0: 1})
     seen = Counter()
-    for body in (json.loads(m.value) for m in write.messages):  # type: ignore[arg-type]
+    for body in run_events(pipe, clicks, reader)[0]:
         ids = [it["item_id"] for it in body["items"]]
         seen[body["arm"]] += 1
         if body["arm"] == "keep":

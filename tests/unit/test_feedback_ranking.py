@@ -11,16 +11,15 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pipelines import make_pipeline
 
 from streamrec.core.events import Event
 from streamrec.core.history import UserState
 from streamrec.io.codec import encode_event
-from streamrec.ops.settings import load_settings
 from streamrec.ranking.rank import demotions, exclusions, rank
-from streamrec.ranking.ranker import Ranker, RankingConfig
+from streamrec.ranking.ranker import RankingConfig
 from streamrec.state.batch import OutboxMessage
 from streamrec.state.memory import MemoryStateReader
-from streamrec.testing import FakeClock, MeanEncoder, random_index
 from streamrec.worker.step import Pipeline, Record
 
 DIM, K, N_ITEMS = 8, 5, 60
@@ -29,13 +28,8 @@ BASE = UserState(history=("i2", "i3"), n_events=2, last_ts=1)
 
 
 def _pipeline(fused: bool, explore_rate: float = 0.0, **overrides: Any) -> Pipeline:
-    settings = load_settings(metrics_port=0, top_k=K, db_url="sqlite://", **overrides)
-    encoder, index = MeanEncoder(DIM, max_len=20), random_index(N_ITEMS, DIM, seed=1)
-    ranker = None
-    if fused:
-        config = RankingConfig(k=K, explore_rate=explore_rate, seed=3)
-        ranker = Ranker(encoder, index, config, trained=[f"i{n}" for n in range(N_ITEMS)])
-    return Pipeline(settings, encoder, index, "v-test", FakeClock(), ranker=ranker)
+    config = RankingConfig(k=K, explore_rate=explore_rate, seed=3) if fused else None
+    return make_pipeline(K, N_ITEMS, 1, config, "v-test", DIM, **overrides)
 
 
 class _Records:

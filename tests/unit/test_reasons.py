@@ -5,34 +5,24 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pipelines import make_pipeline, run_events
+
 from streamrec.core.events import REASON_SOURCES, Event, RecItem, Recommendation
 from streamrec.core.history import UserState
-from streamrec.io.codec import encode_event, encode_recommendation
-from streamrec.ops.settings import load_settings
-from streamrec.ranking.ranker import Ranker, RankingConfig
-from streamrec.state.memory import MemoryStateReader
-from streamrec.testing import FakeClock, MeanEncoder, random_index
-from streamrec.worker.step import Pipeline, Record
+from streamrec.io.codec import encode_recommendation
+from streamrec.ranking.ranker import RankingConfig
+from streamrec.worker.step import Pipeline
 
 DIM, K, N_ITEMS = 8, 6, 50
 
 
 def _pipeline(fused: bool, explore_rate: float = 0.0, **overrides: Any) -> Pipeline:
-    settings = load_settings(metrics_port=0, top_k=K, db_url="sqlite://", **overrides)
-    encoder, index = MeanEncoder(DIM, max_len=20), random_index(N_ITEMS, DIM, seed=2)
-    ranker = None
-    if fused:
-        config = RankingConfig(k=K, explore_rate=explore_rate, seed=5)
-        ranker = Ranker(encoder, index, config, trained=[f"i{n}" for n in range(N_ITEMS)])
-    return Pipeline(settings, encoder, index, "v", FakeClock(), ranker=ranker)
+    config = RankingConfig(k=K, explore_rate=explore_rate, seed=5) if fused else None
+    return make_pipeline(K, N_ITEMS, 2, config, "v", DIM, **overrides)
 
 
 def _lists(pipe: Pipeline, events: list[Event]) -> list[dict[str, Any]]:
-    records = [
-        Record("t", 0, n, e.user_id.encode(), encode_event(e), 0) for n, e in enumerate(events)
-    ]
-    write, _ = pipe.process(records, MemoryStateReader(), {0: 1})
-    return [json.loads(m.value) for m in write.messages]  # type: ignore[arg-type]
+    return run_events(pipe, events)[0]
 
 
 def _stream(users: int = 12, per_user: int = 6) -> list[Event]:
