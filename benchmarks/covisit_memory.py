@@ -20,16 +20,30 @@ from streamrec.ranking.trending import Trending
 TS0_MS = 1_700_000_000_000
 
 
-def window_bytes_per_user(n_users: int, events_per_user: int, n_items: int = 100_000) -> float:
-    """Bytes per user of the windows alone (item rows excluded), user id strings included."""
-    rng = random.Random(0)
-    items = [f"item-{i:07d}" for i in range(n_items)]
+def _items(n_items: int) -> list[str]:
+    return [f"item-{i:07d}" for i in range(n_items)]
+
+
+def _covisit(n_users: int, items: list[str]) -> CoVisitation:
+    """The worker's co-visitation (window 20, 30-day half-life) with every item keyed."""
     cv = CoVisitation(window=20, max_users=n_users, half_life_s=30 * 86400.0)
     for item in items:
         cv.key_of(item)
+    return cv
+
+
+def _start_tracing() -> int:
+    """Start tracemalloc after a collection; the bytes traced at the start."""
     gc.collect()
     tracemalloc.start()
-    base = tracemalloc.get_traced_memory()[0]
+    return tracemalloc.get_traced_memory()[0]
+
+
+def window_bytes_per_user(n_users: int, events_per_user: int, n_items: int = 100_000) -> float:
+    """Bytes per user of the windows alone (item rows excluded), user id strings included."""
+    rng, items = random.Random(0), _items(n_items)
+    cv = _covisit(n_users, items)
+    base = _start_tracing()
     ts = TS0_MS
     for _ in range(events_per_user):
         for u in range(n_users):
@@ -46,14 +60,9 @@ def window_bytes_per_user(n_users: int, events_per_user: int, n_items: int = 100
 
 def bytes_per_pair(n_users: int = 20_000, n_items: int = 100_000) -> float:
     """Bytes per co-visitation neighbour entry (item rows only), skewed item popularity."""
-    rng = random.Random(0)
-    items = [f"item-{i:07d}" for i in range(n_items)]
-    cv = CoVisitation(window=20, max_users=n_users, half_life_s=30 * 86400.0)
-    for item in items:
-        cv.key_of(item)
-    gc.collect()
-    tracemalloc.start()
-    base = tracemalloc.get_traced_memory()[0]
+    rng, items = random.Random(0), _items(n_items)
+    cv = _covisit(n_users, items)
+    base = _start_tracing()
     ts = TS0_MS
     for _ in range(20):
         for u in range(n_users):
