@@ -207,22 +207,14 @@ class NewItemVectors:
         self.set_content(item_id, vector)
         return self.write_vectors([item_id])
 
-    def on_pairs(self, item_id: str, paired: Iterable[str]) -> list[str]:
-        """After an event of ``item_id`` paired with ``paired``: refresh the new items' vectors
-        that are due (module docstring: the first at once, later on a geometric schedule).
-
-        Returns:
-            the new items whose vector was written.
-        """
-        return self.write_vectors(self.touch(item_id, paired))
-
     def touch(self, item_id: str, paired: Iterable[str]) -> list[str]:
         """Count one event of ``item_id`` paired with ``paired`` as evidence of the new items
-        among them, writing nothing.
+        among them, writing nothing (module docstring: the first at once, later on a geometric
+        schedule).
 
         Returns:
-            the new items whose vector is due (``on_pairs`` writes them at once; a batch may
-            collect them over its events and write each once, ``write_vectors``).
+            the new items whose vector is due: the caller writes them (``write_vectors``),
+            after this event or, for a batch, each once after its last event.
         """
         due = []
         index, touches_of, written_at = self.index, self._touches, self._written_at
@@ -239,7 +231,7 @@ class NewItemVectors:
     def write_vectors(self, items: Iterable[str]) -> list[str]:
         """Write the current evidence vector of every new item among ``items``.
 
-        One call after many events gives the same vectors as one ``on_pairs`` per event: an
+        One call after many events gives the same vectors as one call per event: an
         item's vector only depends on its own co-visitation row, which changes only in events
         that touch it.
 

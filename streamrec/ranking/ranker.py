@@ -281,12 +281,7 @@ class Ranker:
             False, counting nothing, when this partition's ``offset`` was already observed
             (a batch re-read after a failed commit, or restored from the database).
         """
-        if not self._take_offset(partition, offset) or event.is_feedback:
-            return False  # impressions and dismissals are no evidence of interest
-        paired = self._count(event, partition)
-        if self.config.new_item_vectors:
-            self.new_items.on_pairs(event.item_id, paired)
-        return True
+        return self.observe_batch([(event, partition, offset)]) == 1
 
     def observe_batch(self, events: Sequence[tuple[Event, int | None, int | None]]) -> int:
         """``observe`` each ``(event, partition, offset)`` in turn, writing each new item's
@@ -302,7 +297,7 @@ class Ranker:
         vectors = self.config.new_item_vectors
         for event, partition, offset in events:
             if not self._take_offset(partition, offset) or event.is_feedback:
-                continue
+                continue  # impressions and dismissals are no evidence of interest
             paired = self._count(event, partition)
             if vectors:
                 due.update(self.new_items.touch(event.item_id, paired))
