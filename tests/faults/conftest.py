@@ -107,3 +107,5 @@ def make_world(
     for world in worlds:
         for w in world.workers:
             w.cleanup()
+        for store in world.stores:  # a probe a failed test did not close
+            store.close()

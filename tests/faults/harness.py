@@ -61,6 +61,7 @@ class World:
     partitions: int = 4
     worker_env: dict[str, str] = field(default_factory=dict)
     workers: list[WorkerProc] = field(default_factory=list)
+    stores: list[Store] = field(default_factory=list)  # closed at teardown, even on failure
 
     @property
     def group_id(self) -> str:
@@ -91,7 +92,9 @@ class World:
         return proc
 
     def store(self) -> Store:
-        return Store(self.check_db_url, self.group_id)
+        store = Store(self.check_db_url, self.group_id)
+        self.stores.append(store)
+        return store
 
 
 class WorkerProc:
@@ -334,6 +337,14 @@ class DbProbe:
             )
             time.sleep(0.1)
         return time.monotonic() - start
+
+    def settled(self, before: dict[int, int], workers: Sequence[WorkerProc]) -> Callable[[], bool]:
+        """A condition: every partition claimed again since ``before`` (a rebalance finished)
+        and every one of ``workers`` ready (holding partitions)."""
+        return lambda: (
+            all(g > before.get(p, 0) for p, g in self.generations().items())
+            and all(w.readyz() == 200 for w in workers)
+        )
 
     def wait_done(self, n_distinct: int, timeout_s: float, workers: Sequence[WorkerProc] = ()):
         """All distinct valid events applied and the outbox empty."""

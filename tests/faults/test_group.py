@@ -41,13 +41,7 @@ def test_scale_one_two_one(make_world: Callable[..., World], db: str) -> None:
         start = time.monotonic()
         b = world.start_worker("b", ready=False)
         # settled: every partition claimed again after the rebalance, and b holds some (ready)
-        wait_until(
-            lambda: (
-                all(g > before[p] for p, g in probe.generations().items()) and b.readyz() == 200
-            ),
-            60,
-            "the group did not settle with b in it",
-        )
+        wait_until(probe.settled(before, [b]), 60, "the group did not settle with b in it")
         recovery.append(time.monotonic() - start)
         probe.wait_applied(distinct // 2, 120, [a, b])
         rc, seconds = a.terminate()

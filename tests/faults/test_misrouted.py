@@ -40,8 +40,12 @@ def test_two_workers_with_misrouted_and_keyless_events(make_world: Callable[...,
     distinct = len({e.event_id for e in events})
     probe = DbProbe(world)
     a = world.start_worker("a")
-    b = world.start_worker("b")
     wait_until(lambda: len(probe.generations()) == world.partitions, 60, "partitions not claimed")
+    before = probe.generations()
+    b = world.start_worker("b", ready=False)
+    # both must hold partitions before the events arrive, or one worker may apply them alone
+    # (b's rebalance still under way) and the workers never race
+    wait_until(probe.settled(before, [a, b]), 60, "the group did not settle with a and b")
     _produce_misrouted(world.producer_bootstrap, world.topic("events"), events, world.partitions)
     probe.wait_done(distinct, 240, [a, b])
     outcome = check_exactly_once(world, events, ordered=False)

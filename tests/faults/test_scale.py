@@ -14,7 +14,6 @@ import pytest
 from harness import (
     DbProbe,
     Stream,
-    WorkerProc,
     World,
     check_exactly_once,
     make_events,
@@ -29,16 +28,6 @@ from streamrec.ranking.modelfiles import read_model_dir
 pytestmark = [pytest.mark.broker, pytest.mark.postgres, pytest.mark.faults_long]
 
 SETTLE_ENV = "STREAMREC_SCALE_REPORT"  # where the per-step settle times go (JSON), when set
-
-
-def _settled(
-    probe: DbProbe, before: dict[int, int], workers: list[WorkerProc]
-) -> Callable[[], bool]:
-    """Every partition claimed again since ``before`` and every running worker ready."""
-    return lambda: (
-        all(g > before.get(p, 0) for p, g in probe.generations().items())
-        and all(w.readyz() == 200 for w in workers)
-    )
 
 
 def test_scale_one_two_four_two_one(make_world: Callable[..., World]) -> None:
@@ -65,9 +54,7 @@ def test_scale_one_two_four_two_one(make_world: Callable[..., World]) -> None:
                 leaving = running.pop()
                 rc, seconds = leaving.terminate()
                 assert rc == 0 and seconds < 10, leaving.log_tail()
-            wait_until(
-                _settled(probe, before, running), 90, f"the group did not settle at {target}"
-            )
+            wait_until(probe.settled(before, running), 90, f"the group did not settle at {target}")
             steps.append((f"{previous}->{target}", time.monotonic() - start))
             previous = target
             probe.wait_applied(min(distinct, applied + 1), 60, running)  # and it moves on
