@@ -280,6 +280,14 @@ class Settings(BaseSettings):
     catalog_batch_max_records: int = Field(
         1000, ge=1, description="catalog records applied to the index per loop iteration at most"
     )
+    catalog_catchup_s: float = Field(
+        30.0,
+        ge=0,
+        description=(
+            "seconds the worker applies the catalog at start before it consumes events (the"
+            " rest is applied a slice per loop iteration, between batches)"
+        ),
+    )
 
     @field_validator("ab_arms", mode="before")
     @classmethod

@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from math import comb
 from typing import Protocol
 
@@ -85,6 +86,7 @@ class ListPool:
         return [self.items[int(i)] for i in rng.permutation(len(self.items))[:n]]
 
 
+@lru_cache(maxsize=4096)  # a few (slot, rank) pairs per list length and rate: every list asks
 def exploit_propensity(slot: int, rank: int, epsilon: float) -> float:
     """Probability that the exploit item of rank ``rank`` lands in ``slot`` (both from 0)."""
     if rank > slot or rank < 0:

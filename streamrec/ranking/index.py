@@ -19,10 +19,18 @@ ranker's array code: ``labels_of``, ``ids_of``, ``live_mask`` and ``search_label
 results as ``search``, as arrays). ``search`` runs one ``knn_query`` per group of queries that
 share hnswlib's effective beam (``max(ef_search, fetch)``), which gives exactly the per-query
 results (see ``search_labels``).
+
+``update_vectors(..., background=True)`` (the pipeline's new-item vectors, rewritten after a
+batch is ranked) returns once the vector array holds the new vectors and leaves the graph
+write to a thread of its own: hnswlib releases the GIL while it writes, so the rewrite overlaps
+the batch's commit and the next batch's reads and counting on the other core. The next use of
+the graph, by any method, waits for that write first: only one thread ever touches the graph,
+and every search sees every write made before it (at most one write is under way).
 """
 
 from __future__ import annotations
 
+import threading
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
@@ -83,6 +91,8 @@ class ItemIndex:
         ef_search: hnswlib query-time beam (raised to k when k is larger).
     """
 
+    _writer: _GraphWrite | None = None  # a background graph write under way (``wait_writes``)
+
     def __init__(
         self,
         item_ids: Sequence[str],
@@ -119,6 +129,31 @@ class ItemIndex:
         self.centroid = state.centroid
         self._graph = graph
         self._dirty: set[int] | None = None  # labels changed while a compaction builds
+
+    @property
+    def _graph(self) -> hnswlib.Index:
+        """The hnswlib graph, once a background write (``update_vectors``) is done with it."""
+        self.wait_writes()
+        return self._hnsw
+
+    @_graph.setter
+    def _graph(self, graph: hnswlib.Index) -> None:
+        self.wait_writes()
+        self._hnsw = graph
+
+    def wait_writes(self) -> None:
+        """Wait for the graph write under way, if any (``update_vectors(background=True)``).
+
+        Raises:
+            ItemIndexError: that write failed (the array holds the new vectors, the graph
+                may not: the items are served with their previous graph vectors).
+        """
+        writer = self._writer
+        if writer is not None:
+            writer.join()  # safe from any thread (a metrics scrape may wait too)
+            if self._writer is writer:
+                self._writer = None
+                writer.raise_error()
 
     @classmethod
     def from_state(cls, state: IndexState, graph: hnswlib.Index, ef_search: int) -> ItemIndex:
@@ -184,13 +219,14 @@ class ItemIndex:
 
     def stats(self) -> IndexStats:
         """Live and deleted-but-not-compacted (still in the graph) item counts."""
-        return IndexStats(live=self._n_live, deleted=self._graph.get_current_count() - self._n_live)
+        return IndexStats(live=self._n_live, deleted=self.graph_size - self._n_live)
 
     @property
     def graph_size(self) -> int:
         """Places in the graph (live and deleted items): grows only when no deleted place is
-        free for a new item."""
-        return int(self._graph.get_current_count())
+        free for a new item. Read without waiting for a background write (which only rewrites
+        vectors of items in the graph): metrics and compaction checks never wait."""
+        return int(self._hnsw.get_current_count())
 
     def __contains__(self, item_id: object) -> bool:
         return item_id in self._label
@@ -248,12 +284,18 @@ class ItemIndex:
         self._set_live(label, available)
 
     def update_vectors(
-        self, item_ids: Sequence[str], vectors: np.ndarray, threads: int = 1
+        self,
+        item_ids: Sequence[str],
+        vectors: np.ndarray,
+        threads: int = 1,
+        background: bool = False,
     ) -> None:
         """Replace the vectors of known items (liveness unchanged) in one graph call.
 
         The same contents as one ``upsert`` per item, but hnswlib rewrites the graph's
-        vectors in one ``add_items`` (on ``threads`` threads).
+        vectors in one ``add_items`` (on ``threads`` threads). With ``background`` the graph
+        write runs on a thread of its own and this returns at once; the next use of the graph
+        waits for it (module docstring).
 
         Raises:
             ItemIndexError: an id is unknown, or the vectors have the wrong shape.
@@ -270,10 +312,15 @@ class ItemIndex:
         for label in labels.tolist():
             self._touch(label)
         rows = labels[self._live[labels]]
-        if len(rows):
-            # as in ``upsert``: add_items on live labels replaces their vectors in place; a
-            # deleted label's graph vector is refreshed when it comes back (``_set_live``)
-            self._graph.add_items(self._vectors[rows], rows, num_threads=threads)
+        if not len(rows):
+            return
+        # as in ``upsert``: add_items on live labels replaces their vectors in place; a
+        # deleted label's graph vector is refreshed when it comes back (``_set_live``)
+        graph = self._graph  # waits for the write under way
+        if background:
+            self._writer = _GraphWrite(graph, self._vectors[rows], rows, threads)
+        else:
+            graph.add_items(self._vectors[rows], rows, num_threads=threads)
 
     def reserve(self, extra: int) -> None:
         """Make room for ``extra`` more items, so that adding them does not grow the graph
@@ -528,7 +575,7 @@ class ItemIndex:
     # -- compaction (``streamrec.ranking.compaction``) ----------------------------------------
     def deleted_ratio(self) -> float:
         """Share of the graph's items that are deleted (0 for an empty graph)."""
-        places = self._graph.get_current_count()
+        places = self.graph_size
         return (places - self._n_live) / places if places else 0.0
 
     def begin_compaction(self) -> CompactionInput:
@@ -569,6 +616,34 @@ class ItemIndex:
     def abandon_compaction(self) -> None:
         """Stop tracking changes (a compaction that failed)."""
         self._dirty = None
+
+
+class _GraphWrite:
+    """One ``add_items`` on a thread of its own (hnswlib releases the GIL while it writes)."""
+
+    def __init__(
+        self, graph: hnswlib.Index, vectors: np.ndarray, labels: np.ndarray, threads: int
+    ) -> None:
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(graph, vectors, labels, threads), name="index-write"
+        )
+        self._thread.start()
+
+    def _run(
+        self, graph: hnswlib.Index, vectors: np.ndarray, labels: np.ndarray, threads: int
+    ) -> None:
+        try:
+            graph.add_items(vectors, labels, num_threads=threads)
+        except BaseException as exc:  # re-raised on the caller's thread (``join``)
+            self._error = exc
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def raise_error(self) -> None:
+        if self._error is not None:
+            raise ItemIndexError(f"graph write failed: {self._error}") from self._error
 
 
 def new_graph(dim: int, max_elements: int, m: int, ef_construction: int) -> hnswlib.Index:

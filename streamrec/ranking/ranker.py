@@ -283,11 +283,16 @@ class Ranker:
         """
         return self.observe_batch([(event, partition, offset)]) == 1
 
-    def observe_batch(self, events: Sequence[tuple[Event, int | None, int | None]]) -> int:
+    def observe_batch(
+        self, events: Sequence[tuple[Event, int | None, int | None]], defer: bool = False
+    ) -> int:
         """``observe`` each ``(event, partition, offset)`` in turn, writing each new item's
         vector that fell due at most once, after the last event (the vector ``observe`` would
         have written last: it depends only on the item's own counts). For a batch that is
         recommended after all its events were counted, the lists are the same.
+
+        With ``defer`` the due vectors are only remembered: the caller writes them with
+        ``new_items.write_deferred`` (the pipeline does, after ranking the batch).
 
         Returns:
             the number of events counted.
@@ -302,7 +307,9 @@ class Ranker:
             if vectors:
                 due.update(self.new_items.touch(event.item_id, paired))
             counted += 1
-        if due:
+        if defer:
+            self.new_items.defer(due)
+        elif due:
             self.new_items.write_vectors(due)
         return counted
 

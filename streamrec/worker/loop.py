@@ -282,7 +282,7 @@ class Worker:
         )
         if self.model.snapshot is not None and not self.catalog.resumed:
             refuse_snapshot(self.settings, self.model, ranker, self.metrics)
-        self.catalog.catch_up()
+        self.catalog.catch_up(self.settings.catalog_catchup_s)
         self.metrics.index_refreshed()
         self.upkeep = IndexUpkeep(
             self.settings,

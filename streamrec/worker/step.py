@@ -225,12 +225,19 @@ class Pipeline:
         ]
         if self.ranker is not None:
             with _timed(stats, "rank"):
-                written = self.ranker.new_items.updates
+                new_items = self.ranker.new_items
+                written = new_items.updates
                 # first: new evidence counts at once; an offset already observed (a batch
-                # re-read after a failed commit) is not counted again
-                self.ranker.observe_batch([(e, r.partition, r.offset) for r, e, _ in snapshots])
-                stats.new_item_vectors += self.ranker.new_items.updates - written
-                shown = self._rank_by_arm(snapshots, excl, demote, arms)
+                # re-read after a failed commit) is not counted again. New items' vectors
+                # that fell due are written after the batch is ranked, the graph write in the
+                # background (``coldstart``): the next batch sees them.
+                events = [(e, r.partition, r.offset) for r, e, _ in snapshots]
+                self.ranker.observe_batch(events, defer=True)
+                try:
+                    shown = self._rank_by_arm(snapshots, excl, demote, arms)
+                finally:
+                    new_items.write_deferred(background=True)
+                stats.new_item_vectors += new_items.updates - written
             self.last_shown = [
                 (e.user_id, items) for (_, e, _), items in zip(snapshots, shown, strict=True)
             ]

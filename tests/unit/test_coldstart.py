@@ -274,6 +274,27 @@ def test_a_batch_writes_each_due_vector_once_and_ends_with_the_same_vectors() ->
     assert batched.observe_batch([(e, 0, o) for o, e in enumerate(events)]) == 0
 
 
+def test_deferred_vectors_are_written_by_write_deferred_and_equal_the_batch_write() -> None:
+    now, deferred = (make_ranker(new_item_refresh_ratio=0.0) for _ in range(2))
+    for rec in (now, deferred):
+        announce(rec, "new0")
+        announce(rec, "new1")
+    events = [(e, 0, o) for o, e in enumerate(_pair_events(40))]
+    before = deferred.index.vectors_of(["new0", "new1"])
+    now.observe_batch(events)
+    deferred.observe_batch(events, defer=True)
+    # nothing written yet: a batch ranked now sees the vectors of the batches before it
+    np.testing.assert_array_equal(deferred.index.vectors_of(["new0", "new1"]), before)
+    assert deferred.new_items.updates == 0
+    assert sorted(deferred.new_items.write_deferred(background=True)) == ["new0", "new1"]
+    np.testing.assert_allclose(
+        deferred.index.vectors_of(["new0", "new1"]), now.index.vectors_of(["new0", "new1"])
+    )
+    query = now.index.vectors_of(["new0"])[0]
+    assert deferred.index.search(query, 3) == now.index.search(query, 3)  # the graph too
+    assert deferred.new_items.write_deferred() == []  # each deferred item is written once
+
+
 def test_a_restore_continues_the_refresh_schedule_instead_of_restarting_it() -> None:
     live, restarted = make_ranker(), make_ranker()
     for rec in (live, restarted):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -337,3 +340,51 @@ def test_update_vectors_in_one_call_equals_one_upsert_each_and_keeps_hidden_item
         batched.update_vectors(["nope"], vectors[:1])
     with pytest.raises(ItemIndexError):
         batched.update_vectors(ids, vectors[:2])
+
+
+class _HeldGraph:
+    """An hnswlib graph whose ``add_items`` waits for ``release`` (or fails), else the same."""
+
+    def __init__(self, graph: Any, fail: bool = False) -> None:
+        self._graph = graph
+        self.fail = fail
+        self.release = threading.Event()
+        self.writing = threading.Event()
+
+    def add_items(self, *args: Any, **kwargs: Any) -> None:
+        self.writing.set()
+        self.release.wait(10)
+        if self.fail:
+            raise RuntimeError("no room")
+        self._graph.add_items(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._graph, name)
+
+
+def test_a_background_graph_write_returns_at_once_and_the_next_search_waits_for_it() -> None:
+    sync, index = random_index(n_items=60, dim=DIM, seed=4), random_index(60, dim=DIM, seed=4)
+    ids = ["i3", "i9"]
+    vectors = _queries(2, seed=9) * 3
+    sync.update_vectors(ids, vectors)
+    held = _HeldGraph(index._graph)
+    index._graph = held
+    index.update_vectors(ids, vectors, background=True)
+    assert held.writing.wait(10)  # the write is under way, and update_vectors has returned
+    np.testing.assert_array_equal(index.vectors_of(ids), sync.vectors_of(ids))  # the array: now
+    threading.Timer(0.2, held.release.set).start()
+    for query in vectors:  # the first search waits for the write, then sees it
+        assert index.search(query, 5) == sync.search(query, 5)
+    assert index._writer is None
+
+
+def test_a_failed_background_graph_write_is_raised_at_the_next_use_of_the_graph() -> None:
+    index = random_index(n_items=20, dim=DIM, seed=4)
+    held = _HeldGraph(index._graph, fail=True)
+    index._graph = held
+    held.release.set()
+    index.update_vectors(["i1"], _queries(1, seed=2), background=True)
+    with pytest.raises(ItemIndexError, match="graph write failed"):
+        index.search(_queries(1, seed=3), 3)
+    held.fail = False
+    assert len(index.search(_queries(1, seed=3), 3)[0]) == 3  # raised once; the index serves on
