@@ -4,7 +4,9 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY streamrec ./streamrec
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[postgres]"
+# extras: the PostgreSQL driver; confluent-kafka, the optional output client
+# (STREAMREC_OUTPUT_CLIENT=confluent-kafka)
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[postgres,confluent]"
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -44,7 +44,7 @@ from throughput_report import write_report
 from throughput_session import broker_session
 
 TRAIN_EVENTS = 20_000
-PARTS = ("main", "broker-curve", "inprocess-curve")
+PARTS = ("main", "main-confluent", "broker-curve", "inprocess-curve")
 
 
 def ensure_model(model: Path | None, tmp: Path) -> Path:
@@ -114,6 +114,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 **broker_session(args, model_dir, args.items, tmp / "main", True),
             }
             _save(args, results)
+        if "main-confluent" in args.parts:  # the same run, the optional native output client
+            results["main_confluent"] = {
+                **_meta(info),
+                **broker_session(
+                    args, model_dir, args.items, tmp / "mainc", True, "confluent-kafka"
+                ),
+            }
+            _save(args, results)
         if "broker-curve" in args.parts:
             curve = {**_meta(info), "points": {}}
             for n in args.curve_items:
@@ -154,9 +162,11 @@ def _save(args: argparse.Namespace, results: dict[str, Any]) -> None:
 
 def _problems(results: dict[str, Any]) -> list[str]:
     out = []
+    for key in ("main", "main_confluent"):
+        run = results.get(key, {})
+        if run and not run.get("exactly_once", {}).get("ok", False):
+            out.append(f"{key}: output not exactly once")
     main = results.get("main", {})
-    if main and not main.get("exactly_once", {}).get("ok", False):
-        out.append("main: output not exactly once")
     sessions = [main, *results.get("broker_curve", {}).get("points", {}).values()]
     for session in sessions:
         out += [p["error"] for p in session.get("phases", []) if p.get("error")]

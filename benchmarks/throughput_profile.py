@@ -17,8 +17,12 @@ _ORT = "<built-in method onnxruntime.capi.onnxruntime_pybind11_state.run>"
 # (row, (file suffix, function name) whose cumulative time it is); the functions do not nest
 GROUPS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     (
-        "HNSW writes of new-item vectors (add_items)",
+        "HNSW writes on the loop's thread (add_items)",
         (("~", "<built-in method hnswlib.add_items>"),),
+    ),
+    (
+        "waiting for the background HNSW writes of new-item vectors (ItemIndex.wait_writes)",
+        (("index.py", "wait_writes"),),
     ),
     (
         "new-item evidence vectors computed (coldstart.vector_for)",

@@ -29,6 +29,9 @@ BAR = 0.95
 SWEEP_EF = (16, 32, 64, 128, 256)
 
 
+WORKER_SWEEP_EF = (192, 256)  # the worker's own graph at beams wider than its setting
+
+
 def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """Row indices of the ``k`` best items per query (inner product), best first."""
     out = np.empty((len(queries), k), dtype=np.int64)
@@ -59,7 +62,26 @@ def recall(
     found = index.search(queries, k)
     search_s = time.perf_counter() - start
     hits = [len(truth_ids[q] & {i for i, _ in row}) for q, row in enumerate(found)]
+    worker_sweep = []
+    setting = index.ef_search
+    try:  # the worker's own graph at wider beams: the margin of the chosen ef
+        for ef in (e for e in WORKER_SWEEP_EF if e > setting):
+            index.ef_search = ef
+            begin = time.perf_counter()
+            rows = index.search(queries, k)
+            seconds = time.perf_counter() - begin
+            got = [len(truth_ids[q] & {i for i, _ in row}) for q, row in enumerate(rows)]
+            worker_sweep.append(
+                {
+                    "ef": ef,
+                    "recall": float(np.mean(got)) / k,
+                    "us_per_query": 1e6 * seconds / max(1, len(queries)),
+                }
+            )
+    finally:
+        index.ef_search = setting
     out: dict[str, Any] = {
+        "worker_sweep": worker_sweep,
         "k": k,
         "items": len(live),
         "queries": len(queries),

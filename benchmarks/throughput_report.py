@@ -26,7 +26,7 @@ def _run_note(part: dict[str, Any], what: str) -> list[str]:
     return [f"{what}:", "", *part.get("lines", ["- not run yet"])]
 
 
-def main_section(main: dict[str, Any]) -> list[str]:
+def main_section(main: dict[str, Any], title: str = "Main run") -> list[str]:
     """The main run: settings, headline, phases, stages, ceiling, recall."""
     if not main:
         return ["The main run has not been run yet (`--parts main`)."]
@@ -38,7 +38,7 @@ def main_section(main: dict[str, Any]) -> list[str]:
     settings = ", ".join(f"{k} {v}" for k, v in s.items())
     produced = phases[0]["events"]
     return [
-        *_run_note(main, "Main run"),
+        *_run_note(main, title),
         f"- settings (the defaults): {settings}; database: a fresh SQLite file; broker: "
         "embedded tansu (memory), same machine, 4 partitions per topic",
         f"- model: {model.get('version', '?')} (dim {model.get('dim', '?')}, trained on "
@@ -130,6 +130,7 @@ def report_text(args: argparse.Namespace, results: dict[str, Any]) -> str:
         "",
         *main_section(main),
         "",
+        *confluent_section(main, results.get("main_confluent", {})),
         "## Cost curves",
         "",
         f"![events/s and p99 against catalog size and history length]({args.plot.name})",
@@ -161,6 +162,27 @@ def report_text(args: argparse.Namespace, results: dict[str, Any]) -> str:
     if problems:
         lines += ["", "## Problems", "", *problems]
     return "\n".join(lines) + "\n"
+
+
+def confluent_section(main: dict[str, Any], other: dict[str, Any]) -> list[str]:
+    """The main run again with ``STREAMREC_OUTPUT_CLIENT=confluent-kafka`` (``--parts
+    main-confluent``): the output client's share, measured on the same machine and day."""
+    if not other:
+        return []
+    drain = [p["rate"] for p in (main.get("phases", [{}])[0], other["phases"][0])]
+    return [
+        "## The main run with `STREAMREC_OUTPUT_CLIENT=confluent-kafka`",
+        "",
+        "The same session (catalog, warm-up, traffic, phases, stages) with the optional "
+        "confluent-kafka output producer (`pip install 'streamrec[confluent]'`): librdkafka "
+        "builds and sends the output on native threads, so publishing no longer takes the "
+        "worker's GIL from its poll loop. The default stays kafka-python. Drain: "
+        f"{drain[1]:,.0f} events/s against {drain[0]:,.0f} with kafka-python "
+        f"({drain[1] / drain[0]:.2f}x).",
+        "",
+        *main_section(other, "Main run, confluent-kafka output"),
+        "",
+    ]
 
 
 def write_report(args: argparse.Namespace, results: dict[str, Any]) -> str:

@@ -76,14 +76,24 @@ def phase_summary(phase: Phase) -> dict[str, Any]:
 
 
 def broker_session(
-    args: Any, model_dir: Path, n_items: int, tmp: Path, full: bool
+    args: Any,
+    model_dir: Path,
+    n_items: int,
+    tmp: Path,
+    full: bool,
+    output_client: str = "kafka-python",
 ) -> dict[str, Any]:
     """Everything measured through one broker (module docstring); plain values."""
     tmp.mkdir(parents=True, exist_ok=True)
     db_url = f"sqlite:///{tmp / 'worker.db'}"
     # the drain measures a worker on its whole catalog: it catches up before consuming
     with broker_settings(
-        tmp, model_dir, db_url, log_level="WARNING", catalog_catchup_s=CATALOG_CATCHUP_S
+        tmp,
+        model_dir,
+        db_url,
+        log_level="WARNING",
+        catalog_catchup_s=CATALOG_CATCHUP_S,
+        output_client=output_client,
     ) as (broker, settings):
         model = load_serving_model(settings)
         catalog = make_catalog(model.files.item_ids, model.files.item_vectors, n_items, seed=0)
@@ -209,5 +219,6 @@ def _settings_summary(settings: Settings) -> dict[str, Any]:
         "history_max_len",
         "explore_from",
         "catalog_batch_max_records",
+        "output_client",
     )
     return {k: getattr(settings, k) for k in keys if hasattr(settings, k)}

@@ -34,7 +34,7 @@ from throughput_warm import commit_warm, restore_ranker
 
 from streamrec.core.events import CatalogOp
 from streamrec.core.history import UserState
-from streamrec.io.clients import create_topics, make_producer
+from streamrec.io.clients import create_topics, make_output_producer
 from streamrec.io.codec import decode_event
 from streamrec.ops.settings import Settings
 from streamrec.ranking.encoder import Encoder
@@ -252,7 +252,8 @@ def stage_benchmarks(
         "publish: delete_outbox", 0.0
     )
     res.what["publish"] = (
-        f"KafkaProducer (the worker's settings: acks=all, linger 5 ms) send + flush per batch "
+        f"the worker's output producer ({settings.output_client}: acks=all, linger 5 ms) "
+        "send + flush per batch "
         f"of {settings.batch_max_events} to a scratch topic, + Store.delete_outbox"
     )
     return res
@@ -332,20 +333,25 @@ def _rank_pass(
 
 
 def _produce_stage(settings: Settings, messages: Sequence[OutboxMessage]) -> float:
+    """Send + flush per batch with the worker's output client (``output_client``)."""
     create_topics(settings, [SCRATCH_TOPIC], PARTITIONS)
-    producer = make_producer(settings)
+    producer = make_output_producer(settings)
+    failed: list[BaseException] = []
     try:
         # Warm up the connection and the topic's metadata outside the timing.
-        producer.send(SCRATCH_TOPIC, key=b"warmup", value=b"{}").get(timeout=30)
+        producer.send(SCRATCH_TOPIC, key=b"warmup", value=b"{}").add_errback(failed.append)
+        producer.flush(timeout=30)
         start = time.perf_counter()
         for batch in chunks(messages, settings.batch_max_events):
-            futures = [
-                producer.send(SCRATCH_TOPIC, key=m.key, value=m.value, headers=list(m.headers))
-                for m in batch
-            ]
+            for m in batch:
+                future = producer.send(
+                    SCRATCH_TOPIC, key=m.key, value=m.value, headers=list(m.headers)
+                )
+                future.add_errback(failed.append)
             producer.flush(timeout=30)
-            for fut in futures:
-                fut.get(timeout=0)
-        return time.perf_counter() - start
+        seconds = time.perf_counter() - start
     finally:
         producer.close(timeout=5)
+    if failed:
+        raise RuntimeError(f"publish stage: {len(failed)} sends failed, e.g. {failed[0]!r}")
+    return seconds

@@ -175,6 +175,17 @@ def recall_rows(rec: dict[str, Any]) -> list[str]:
             ]
         ),
     ]
+    for row in rec.get("worker_sweep", []):
+        lines.append(
+            md_row(
+                [
+                    "the worker's index, a wider beam",
+                    str(row["ef"]),
+                    f"{row['recall']:.3f}",
+                    fmt(row["us_per_query"]),
+                ]
+            )
+        )
     for row in rec.get("sweep", []):
         lines.append(
             md_row(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import queue
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -92,15 +93,46 @@ def metric_totals(metrics: Metrics) -> dict[str, float]:
     return out
 
 
+def read_outputs(bootstrap: str, topic: str, out: Any, stop: Any) -> None:
+    """In a process of its own: read ``topic`` from the beginning and put batches of
+    ``Output`` fields on ``out`` until ``stop`` is set (JSON decoding and the consumer's work
+    stay off the worker's GIL)."""
+    consumer = assigned_consumer(bootstrap, topic)
+    try:
+        while not stop.is_set():
+            polled = consumer.poll(timeout_ms=50, max_records=5000)
+            now = time.time()
+            rows = []
+            for batch in polled.values():
+                for r in batch:
+                    msg = json.loads(r.value)
+                    ids = (msg["event_id"], msg["rec_id"], msg["generated_at"])
+                    rows.append((now, r.timestamp, *ids))
+            if rows:
+                out.put(rows)
+    finally:
+        consumer.close()
+
+
 class LiveWorker:
-    """A ``Worker`` in a thread, its outputs read here; ``stop`` ends it."""
+    """A ``Worker`` in a thread, its outputs read by a separate process (``read_outputs``);
+    ``stop`` ends both."""
 
     def __init__(self, settings: Settings, model: ServingModel, items: int) -> None:
         self.settings = settings
         self.model = model
         self.items = items  # searchable items once the catalog is applied
         self.worker = Worker(settings, model=model)
-        self.consumer = assigned_consumer(settings.bootstrap_servers, settings.recs_topic)
+        ctx = mp.get_context("spawn")
+        self.outputs: Any = ctx.Queue()
+        self.reader_stop = ctx.Event()
+        self.reader = ctx.Process(
+            target=read_outputs,
+            args=(settings.bootstrap_servers, settings.recs_topic, self.outputs, self.reader_stop),
+            name="bench-output-reader",
+            daemon=True,
+        )
+        self.reader.start()
         self.stop_flag = threading.Event()
         self.failure: list[BaseException] = []
         self.thread = threading.Thread(target=self._run, name="bench-worker", daemon=True)
@@ -154,18 +186,16 @@ class LiveWorker:
             during()
         while len(got) < len(want) and time.monotonic() < deadline and not self.failure:
             self._tick()
-            polled = self.consumer.poll(timeout_ms=50, max_records=5000)
-            now = time.time()
-            for batch in polled.values():
-                for r in batch:
-                    msg = json.loads(r.value)
-                    out = Output(
-                        now, r.timestamp, msg["event_id"], msg["rec_id"], msg["generated_at"]
-                    )
-                    if out.event_id in want and out.event_id not in got:
-                        got[out.event_id] = out
-                    else:
-                        self.late.append(out)
+            try:
+                rows = self.outputs.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            for row in rows:
+                out = Output(*row)
+                if out.event_id in want and out.event_id not in got:
+                    got[out.event_id] = out
+                else:
+                    self.late.append(out)
         after = metric_totals(self.worker.metrics)
         phase.metrics = {k: v - before.get(k, 0.0) for k, v in after.items()}
         phase.outputs = sorted(got.values(), key=lambda o: o.recv)
@@ -180,7 +210,10 @@ class LiveWorker:
         """Stop the worker (it drains its outbox); returns a problem, or ''."""
         self.stop_flag.set()
         self.thread.join(timeout=30)
-        self.consumer.close()
+        self.reader_stop.set()
+        self.reader.join(timeout=10)
+        if self.reader.is_alive():
+            self.reader.terminate()
         if self.thread.is_alive():
             return "worker thread did not stop within 30 s"
         return ""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
@@ -85,6 +85,29 @@ def make_producer(settings: Settings) -> KafkaProducer:
         )
     except KafkaError as exc:
         raise BrokerError(f"cannot connect to {servers}: {exc}") from exc
+
+
+class OutputProducer(Protocol):
+    """What the outbox relay uses of a producer (kafka-python's ``KafkaProducer`` and
+    ``streamrec.io.confluent.ConfluentOutput`` both): ``send`` returns a future with
+    ``add_callback`` / ``add_errback``."""
+
+    def send(self, topic: str, *args: Any, **kwargs: Any) -> Any: ...
+
+    def flush(self, timeout: float | None = None) -> None: ...
+
+    def close(self, timeout: float | None = None) -> None: ...
+
+
+def make_output_producer(settings: Settings) -> OutputProducer:
+    """The relay's producer: kafka-python's ``make_producer``, or with
+    ``output_client=confluent-kafka`` the same contract on librdkafka
+    (``streamrec.io.confluent``)."""
+    if settings.output_client == "confluent-kafka":
+        from streamrec.io.confluent import ConfluentOutput
+
+        return ConfluentOutput(settings)
+    return make_producer(settings)
 
 
 def missing_topics(settings: Settings, names: Iterable[str], output: bool = False) -> list[str]:

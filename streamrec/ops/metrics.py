@@ -9,8 +9,9 @@ counters.
 Most metrics are updated by the worker as things happen. The rest are computed when Prometheus
 scrapes, from sources the worker binds once (each a one-liner):
 
-- ``sample_lag(consumer, partitions)``: consumer lag per partition from the end offsets
-  (rate-limited: call it every loop iteration);
+- ``sample_lag(consumer, partitions)``: consumer lag per partition from the high watermarks
+  of the last fetch responses (the broker's end offsets for paused partitions; rate-limited:
+  call it every loop iteration);
 - ``bind_index(lambda: index)``: index size, deleted-but-not-compacted ratio;
 - ``bind_new_items(lambda: count)``: new items searchable with an evidence or content vector
   (``streamrec.coldstart.NewItemVectors.searchable``, fused ranking only);
@@ -24,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 from prometheus_client import (
@@ -92,11 +93,15 @@ class IndexLike(Protocol):
 
 
 class LagConsumer(Protocol):
-    """The two calls of a Kafka consumer that lag needs (kafka-python's ``KafkaConsumer``)."""
+    """The calls of a Kafka consumer that lag needs (kafka-python's ``KafkaConsumer``)."""
 
     def end_offsets(
         self, partitions: list[Any], timeout_ms: int | None = None
     ) -> Mapping[Any, int]: ...
+
+    def highwater(self, partition: Any) -> int | None: ...
+
+    def paused(self) -> Collection[Any]: ...
 
     def position(self, partition: Any, timeout_ms: int | None = None) -> int: ...
 
@@ -110,11 +115,28 @@ def index_counts(index: IndexLike) -> tuple[int, int]:
 def consumer_lag(
     consumer: LagConsumer, partitions: Iterable[Any], timeout_ms: int = LAG_TIMEOUT_MS
 ) -> dict[int, int]:
-    """Records behind the end of each partition: end offset - position, never negative."""
+    """Records behind the end of each partition: end offset - position, never negative.
+
+    The end of a partition being fetched is the high watermark its last fetch response
+    carried: no broker call, so sampling never holds up the poll loop (an ``end_offsets``
+    request waits behind the connection's fetch, up to ``fetch_max_wait_ms``; every 5 s that
+    showed in the paced latency's tail). A paused partition, or one not fetched yet, is
+    asked for (its watermark would be stale: the lag of a paused partition grows).
+    """
     tps = list(partitions)
     if not tps:
         return {}
-    ends = consumer.end_offsets(tps, timeout_ms=timeout_ms)
+    paused = set(consumer.paused())
+    ends: dict[Any, int] = {}
+    ask = []
+    for tp in tps:
+        mark = None if tp in paused else consumer.highwater(tp)
+        if mark is None:
+            ask.append(tp)
+        else:
+            ends[tp] = mark
+    if ask:
+        ends.update(consumer.end_offsets(ask, timeout_ms=timeout_ms))
     return {
         tp.partition: max(0, int(ends[tp]) - int(consumer.position(tp, timeout_ms=timeout_ms)))
         for tp in tps

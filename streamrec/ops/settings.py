@@ -64,6 +64,14 @@ class Settings(BaseSettings):
     output_bootstrap_servers: str | None = Field(
         None, description="where recommendations and dead letters go (default: bootstrap_servers)"
     )
+    output_client: Literal["kafka-python", "confluent-kafka"] = Field(
+        "kafka-python",
+        description=(
+            "the client that publishes recommendations and dead letters: confluent-kafka"
+            " (optional extra streamrec[confluent]) sends on native threads instead of the"
+            " worker's GIL"
+        ),
+    )
     group_id: str = Field("streamrec", description="consumer group of the workers")
     client_id: str = Field("streamrec", description="Kafka client id prefix")
     events_topic: str = Field("streamrec.events", description="input events topic")

@@ -208,6 +208,18 @@ class ItemIndex:
         self._graph.save_index(path)
 
     @property
+    def ef_search(self) -> int:
+        """hnswlib's query-time beam (raised per query to the neighbours it fetches)."""
+        return self._ef_search
+
+    @ef_search.setter
+    def ef_search(self, ef: int) -> None:
+        if ef < 1:
+            raise ItemIndexError(f"ef_search must be >= 1, got {ef}")
+        self._ef_search = ef
+        self._graph.set_ef(ef)
+
+    @property
     def size(self) -> int:
         """Searchable (live) items (a counter: O(1))."""
         return self._n_live

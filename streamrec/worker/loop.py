@@ -37,15 +37,16 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from streamrec.errors import BrokerError, ConflictError, FencedError, StoreError
 from streamrec.io.clients import (
+    OutputProducer,
     broker_connected,
     make_consumer,
-    make_producer,
+    make_output_producer,
     missing_topics,
 )
 from streamrec.ops.backoff import Backoff
@@ -191,7 +192,7 @@ class Worker:
         self._db_pinged_at = -DB_PING_INTERVAL_S
         self._topics_checked_at = 0.0
         self._db_answers = True
-        self.producer: KafkaProducer | None = None
+        self.producer: OutputProducer | None = None
         self.consumer: KafkaConsumer | None = None
         self.catalog: CatalogFollower | None = None
         self.signals: SignalExchange | None = None
@@ -267,7 +268,7 @@ class Worker:
             log.info("worker stopped")
 
     def _open_clients(self) -> None:
-        self.producer = make_producer(self.settings)
+        self.producer = make_output_producer(self.settings)
         self._check_output_topics()
         self.relay.start(self.producer)
         ranker = self.pipeline.ranker
@@ -312,7 +313,7 @@ class Worker:
         if self.signals is not None:
             closers.append(self.signals.close)  # sends what is recorded first
         if self.producer is not None:
-            closers.append(lambda: self.producer and self.producer.close(timeout=2))
+            closers.append(lambda: self.producer.close(timeout=2) if self.producer else None)
         for close in closers:
             try:
                 close()

@@ -24,10 +24,10 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
-from kafka import KafkaProducer
 from kafka.errors import KafkaError, MessageSizeTooLargeError
 
 from streamrec.errors import StoreError
+from streamrec.io.clients import OutputProducer
 from streamrec.io.codec import HEADER_ERROR, HEADER_TOPIC
 from streamrec.ops.backoff import Backoff
 from streamrec.ops.metrics import Metrics
@@ -71,7 +71,7 @@ class OutboxRelay:
         self.health = health
         self.owned = owned
         self.clock = clock
-        self.producer: KafkaProducer | None = None
+        self.producer: OutputProducer | None = None
         self.backoff = Backoff()
         self._inbox: deque[OutboxMessage] = deque()
         self._retry: deque[OutboxMessage] = deque()  # failed sends, sent again after a backoff
@@ -87,7 +87,7 @@ class OutboxRelay:
         self._counted_at = -OUTBOX_COUNT_INTERVAL_S
 
     # -- the poll thread's side ----------------------------------------------------------------
-    def start(self, producer: KafkaProducer) -> None:
+    def start(self, producer: OutputProducer) -> None:
         """Start the relay thread with this producer."""
         self.producer = producer
         self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)

@@ -38,6 +38,8 @@ class FakeConsumer:
         self.positions = positions
         self.calls = 0
         self.fail = False
+        self.marks: dict[int, int] = {}  # high watermarks of the last fetch responses
+        self.paused_set: set[Any] = set()
 
     def end_offsets(self, partitions: list[Any], timeout_ms: int | None = None) -> dict[Any, int]:
         self.calls += 1
@@ -48,11 +50,28 @@ class FakeConsumer:
     def position(self, partition: Any, timeout_ms: int | None = None) -> int:
         return self.positions[partition.partition]
 
+    def highwater(self, partition: Any) -> int | None:
+        return self.marks.get(partition.partition)
+
+    def paused(self) -> set[Any]:
+        return self.paused_set
+
 
 def test_consumer_lag_is_end_minus_position_never_negative() -> None:
     consumer = FakeConsumer({0: 100, 1: 5}, {0: 40, 1: 9})
     assert consumer_lag(consumer, [TP("t", 0), TP("t", 1)]) == {0: 60, 1: 0}
     assert consumer_lag(consumer, []) == {}
+
+
+def test_fetched_partitions_take_their_high_watermark_paused_ones_ask_the_broker() -> None:
+    consumer = FakeConsumer({0: 100, 1: 50}, {0: 40, 1: 45})
+    consumer.marks = {0: 70, 1: 46}
+    tps = [TP("t", 0), TP("t", 1)]
+    assert consumer_lag(consumer, tps) == {0: 30, 1: 1}
+    assert consumer.calls == 0, "no broker call while every partition is being fetched"
+    consumer.paused_set = {tps[1]}  # paused: its watermark is stale, the broker is asked
+    assert consumer_lag(consumer, tps) == {0: 30, 1: 5}
+    assert consumer.calls == 1
 
 
 def test_sample_lag_is_rate_limited_and_drops_revoked_partitions() -> None:

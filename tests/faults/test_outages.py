@@ -123,6 +123,14 @@ def test_database_outage_mid_stream(make_world: Callable[..., World]) -> None:
     report("4 database outage", "postgresql", outcome, "proxy cuts PostgreSQL 10 s", recovery)  # type: ignore[arg-type]
 
 
+OUTPUT_CLIENTS = ["kafka-python", "confluent-kafka"]  # STREAMREC_OUTPUT_CLIENT
+
+
+def _suffix(client: str) -> str:
+    """The scenario's name in RELIABILITY.md: the default client unnamed."""
+    return "" if client == "kafka-python" else f" ({client} output)"
+
+
 def _output_world(make_world: Callable[..., World], proxy: TcpProxy, **env: str) -> World:
     """Input on the shared broker; output (recommendations, dead letters) on the proxied one."""
     output = f"127.0.0.1:{proxy.port}"
@@ -137,11 +145,17 @@ def _output_world(make_world: Callable[..., World], proxy: TcpProxy, **env: str)
     return world
 
 
+@pytest.mark.parametrize("client", OUTPUT_CLIENTS)
 def test_output_outage_keeps_the_group_and_loses_nothing(
-    make_world: Callable[..., World], proxied_broker: TcpProxy
+    make_world: Callable[..., World], proxied_broker: TcpProxy, client: str
 ) -> None:
     """Scenario 10: the output broker goes away while input keeps flowing (backpressure)."""
-    world = _output_world(make_world, proxied_broker, STREAMREC_OUTBOX_MAX_PENDING="300")
+    world = _output_world(
+        make_world,
+        proxied_broker,
+        STREAMREC_OUTBOX_MAX_PENDING="300",
+        STREAMREC_OUTPUT_CLIENT=client,
+    )
     items = read_model_dir(world.model_dir).item_ids
     events = make_events(3000, items, world.tag)
     distinct = len({e.event_id for e in events})
@@ -175,14 +189,21 @@ def test_output_outage_keeps_the_group_and_loses_nothing(
     code, seconds = worker.terminate()
     assert code == 0 and seconds < 10, (code, seconds, worker.log_tail())
     probe.close()
-    report("10 output outage", "sqlite", outcome, "proxy cuts the output broker 12 s", recovery)
+    report(
+        f"10 output outage{_suffix(client)}",
+        "sqlite",
+        outcome,
+        "proxy cuts the output broker 12 s",
+        recovery,
+    )
 
 
+@pytest.mark.parametrize("client", OUTPUT_CLIENTS)
 def test_sigterm_with_the_output_down_exits_in_time_and_loses_nothing(
-    make_world: Callable[..., World], proxied_broker: TcpProxy
+    make_world: Callable[..., World], proxied_broker: TcpProxy, client: str
 ) -> None:
     """Scenario 11: SIGTERM while the output broker is away; the restart publishes the rest."""
-    world = _output_world(make_world, proxied_broker)
+    world = _output_world(make_world, proxied_broker, STREAMREC_OUTPUT_CLIENT=client)
     items = read_model_dir(world.model_dir).item_ids
     events = make_events(1500, items, world.tag)
     distinct = len({e.event_id for e in events})
@@ -201,4 +222,10 @@ def test_sigterm_with_the_output_down_exits_in_time_and_loses_nothing(
     wait_until(lambda: probe.outbox() == 0, 60, "the outbox was not relayed after the restart")
     outcome = check_exactly_once(world, events)
     probe.close()
-    report("11 SIGTERM, output down", "sqlite", outcome, "SIGTERM during an output cut", [seconds])
+    report(
+        f"11 SIGTERM, output down{_suffix(client)}",
+        "sqlite",
+        outcome,
+        "SIGTERM during an output cut",
+        [seconds],
+    )

@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from kafka.partitioner.default import murmur2
 from support import producer, read_topic, running_worker, scrape, send_events
 
 from streamrec.core.events import REASON_SOURCES, CatalogOp, Event
@@ -57,7 +58,9 @@ def _purchased_after_each(events: list[Event]) -> dict[str, set[str]]:
     return out
 
 
-def test_500_events_one_recommendation_each(settings: Settings) -> None:
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+def test_500_events_one_recommendation_each(settings: Settings, client: str) -> None:
+    settings = settings.model_copy(update={"output_client": client})
     ensure_topics(settings, partitions=4)
     model = read_model_dir(settings.model_dir)
     items = model.item_ids
@@ -84,6 +87,8 @@ def test_500_events_one_recommendation_each(settings: Settings) -> None:
     forbidden_everywhere = set(deleted_before) | set(deleted_during)
     for rec, msg in zip(records, messages, strict=True):
         assert rec.key == msg["user_id"].encode()
+        # keys hashed with murmur2 by either client: a user's lists share one partition
+        assert rec.partition == (murmur2(rec.key) & 0x7FFFFFFF) % 4
         assert msg["user_id"] == user_of[msg["event_id"]]
         assert msg["model_version"] == model.meta.version
         assert len(msg["items"]) == settings.top_k

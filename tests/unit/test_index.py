@@ -388,3 +388,15 @@ def test_a_failed_background_graph_write_is_raised_at_the_next_use_of_the_graph(
         index.search(_queries(1, seed=3), 3)
     held.fail = False
     assert len(index.search(_queries(1, seed=3), 3)[0]) == 3  # raised once; the index serves on
+
+
+def test_ef_search_can_be_widened_and_is_validated() -> None:
+    index = random_index(n_items=200, dim=DIM, seed=5)
+    query = _queries(1, seed=6)
+    assert index.ef_search == 128
+    index.ef_search = 300
+    assert index.ef_search == 300
+    exact = np.argsort(-(index.vectors_of([f"i{n}" for n in range(200)]) @ query[0]))[:5]
+    assert [i for i, _ in index.search(query, 5)[0]] == [f"i{n}" for n in exact.tolist()]
+    with pytest.raises(ItemIndexError):
+        index.ef_search = 0
