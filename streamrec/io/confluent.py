@@ -133,6 +133,8 @@ class ConfluentOutput:
             KafkaTimeoutError: the local queue is full.
             KafkaError: any other refusal.
         """
+        if self._closed.is_set():
+            raise KafkaError("the output producer is closed")
         delivery = Delivery()
 
         def done(err: Any, msg: Any) -> None:
@@ -153,12 +155,15 @@ class ConfluentOutput:
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every queued record is acked or failed (at most ``timeout`` seconds)."""
-        self._producer.flush(-1 if timeout is None else timeout)
+        if not self._closed.is_set():
+            self._producer.flush(-1 if timeout is None else timeout)
 
     def close(self, timeout: float | None = None) -> None:
         """Deliver what can be delivered within ``timeout`` seconds, then stop: records still
         queued are dropped here (their futures fail; their rows stay in the outbox), so that
         stopping never waits on an unreachable broker."""
+        if self._closed.is_set():
+            return
         try:
             self.flush(2.0 if timeout is None else timeout)
         finally:
@@ -166,10 +171,16 @@ class ConfluentOutput:
             self._thread.join(POLL_S * 4)
             self._producer.purge()
             self._producer.poll(0)
+            # librdkafka's threads (and their reconnect attempts, logged on stderr) end when
+            # the handle is released; a send after close fails (``send``)
+            self._producer = _CLOSED
 
     def _serve(self) -> None:
         while not self._closed.is_set():
             self._producer.poll(POLL_S)
+
+
+_CLOSED: Any = None  # the released handle of a closed ``ConfluentOutput``
 
 
 def _as_kafka_error(err: Any) -> KafkaError:

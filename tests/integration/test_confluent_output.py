@@ -71,3 +71,6 @@ def test_an_unreachable_broker_fails_the_record_within_the_publish_timeout(
     assert kind == "error" and isinstance(exc, KafkaError)
     assert not isinstance(exc, MessageSizeTooLargeError)
     producer.close(timeout=0.5)
+    producer.close(timeout=0.5)  # closing twice is harmless
+    with pytest.raises(KafkaError):
+        producer.send("out", key=b"k", value=b"v")
