@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -81,21 +82,9 @@ def drain_point(model: Path, ratio: float, items: int, warmup: int, n_events: in
         restore_ranker(ranker, applied)
         drain = to_records(settings, traffic.events(n_events), offsets)
         written = ranker.new_items.updates
-        graph_s = [0.0]
-        update, wait = index.update_vectors, index.wait_writes
-
-        def timed_update(*args: Any, **kwargs: Any) -> None:
-            t0 = time.perf_counter()
-            update(*args, **kwargs)
-            graph_s[0] += time.perf_counter() - t0
-
-        def timed_wait() -> None:  # the loop waiting for a background write (the next batch)
-            t0 = time.perf_counter()
-            wait()
-            graph_s[0] += time.perf_counter() - t0
-
-        index.update_vectors = timed_update  # type: ignore[method-assign]
-        index.wait_writes = timed_wait  # type: ignore[method-assign]
+        graph = _OuterTime()  # the loop's time in graph writes and in waits for them
+        index.update_vectors = graph.wrap(index.update_vectors)  # type: ignore[method-assign]
+        index.wait_writes = graph.wrap(index.wait_writes)  # type: ignore[method-assign]
         load = os.getloadavg()[0]
         start = time.perf_counter()
         for batch in chunks(drain, settings.batch_max_events):
@@ -107,9 +96,31 @@ def drain_point(model: Path, ratio: float, items: int, warmup: int, n_events: in
         "events": len(drain),
         "writes_per_event": (ranker.new_items.updates - written) / len(drain),
         "events_per_s": len(drain) / seconds,
-        "graph_share": graph_s[0] / seconds,
+        "graph_share": graph.seconds / seconds,
         "load": load,
     }
+
+
+class _OuterTime:
+    """Seconds spent in the wrapped functions, outermost calls only (``update_vectors`` waits
+    for the write under way through ``wait_writes``: counted once)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._depth = 0
+
+    def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            self._depth += 1
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._depth -= 1
+                if not self._depth:
+                    self.seconds += time.perf_counter() - start
+
+        return timed
 
 
 def replay_point(data: str, model: Path, ratio: float) -> dict[str, Any]:

@@ -58,26 +58,13 @@ def recall(
     say(f"recall@{k}: {len(queries):,} queries over {len(live):,} items ...")
     truth = exact_top(vectors, queries, k)
     truth_ids = [{live[j] for j in row} for row in truth]
-    start = time.perf_counter()
-    found = index.search(queries, k)
-    search_s = time.perf_counter() - start
-    hits = [len(truth_ids[q] & {i for i, _ in row}) for q, row in enumerate(found)]
+    at_setting = _searched(index, queries, truth_ids, k)
     worker_sweep = []
     setting = index.ef_search
     try:  # the worker's own graph at wider beams: the margin of the chosen ef
         for ef in (e for e in WORKER_SWEEP_EF if e > setting):
             index.ef_search = ef
-            begin = time.perf_counter()
-            rows = index.search(queries, k)
-            seconds = time.perf_counter() - begin
-            got = [len(truth_ids[q] & {i for i, _ in row}) for q, row in enumerate(rows)]
-            worker_sweep.append(
-                {
-                    "ef": ef,
-                    "recall": float(np.mean(got)) / k,
-                    "us_per_query": 1e6 * seconds / max(1, len(queries)),
-                }
-            )
+            worker_sweep.append({"ef": ef, **_searched(index, queries, truth_ids, k)})
     finally:
         index.ef_search = setting
     out: dict[str, Any] = {
@@ -88,13 +75,26 @@ def recall(
         "ef": settings.hnsw_ef_search,
         "m": settings.hnsw_m,
         "ef_construction": settings.hnsw_ef_construction,
-        "recall": float(np.mean(hits)) / k,
-        "us_per_query": 1e6 * search_s / max(1, len(queries)),
+        **at_setting,
         "sweep": [],
     }
     if sweep:
         out["sweep"] = _sweep(settings, vectors, queries, truth, k)
     return out
+
+
+def _searched(
+    index: ItemIndex, queries: np.ndarray, truth_ids: Sequence[set[str]], k: int
+) -> dict[str, float]:
+    """Recall@k of ``index.search`` at its current beam, and its µs per query."""
+    start = time.perf_counter()
+    found = index.search(queries, k)
+    seconds = time.perf_counter() - start
+    hits = [len(truth_ids[q] & {i for i, _ in row}) for q, row in enumerate(found)]
+    return {
+        "recall": float(np.mean(hits)) / k,
+        "us_per_query": 1e6 * seconds / max(1, len(queries)),
+    }
 
 
 def _sweep(

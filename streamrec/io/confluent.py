@@ -40,6 +40,16 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     ) from exc
 
 POLL_S = 0.05  # the callback thread waits this long for deliveries per poll
+# ``Settings.kafka_security``'s kafka-python keyword -> librdkafka's property
+_LIBRDKAFKA_SECURITY = {
+    "security_protocol": "security.protocol",
+    "sasl_mechanism": "sasl.mechanism",
+    "sasl_plain_username": "sasl.username",
+    "sasl_plain_password": "sasl.password",
+    "ssl_cafile": "ssl.ca.location",
+    "ssl_certfile": "ssl.certificate.location",
+    "ssl_keyfile": "ssl.key.location",
+}
 
 
 class Delivery:
@@ -90,20 +100,11 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         "request.timeout.ms": min(30000, max(100, settings.publish_timeout_ms - linger_ms)),
         "message.max.bytes": 16 * 1024 * 1024,
         "partitioner": "murmur2_random",  # as the Java client and kafka-python hash keys
-        "security.protocol": settings.security_protocol,
     }
-    if settings.sasl_mechanism:
-        cfg["sasl.mechanism"] = settings.sasl_mechanism
-        cfg["sasl.username"] = settings.sasl_username
-        if settings.sasl_password is not None:
-            cfg["sasl.password"] = settings.sasl_password.get_secret_value()
-    for key, value in (
-        ("ssl.ca.location", settings.ssl_cafile),
-        ("ssl.certificate.location", settings.ssl_certfile),
-        ("ssl.key.location", settings.ssl_keyfile),
-    ):
+    # the same security settings as every kafka-python client, under librdkafka's names
+    for key, value in settings.kafka_security().items():
         if value is not None:
-            cfg[key] = str(value)
+            cfg[_LIBRDKAFKA_SECURITY[key]] = value
     return cfg
 
 
@@ -112,7 +113,7 @@ class ConfluentOutput:
 
     def __init__(self, settings: Settings) -> None:
         try:
-            self._producer = confluent_kafka.Producer(producer_config(settings))
+            self._producer: Any = confluent_kafka.Producer(producer_config(settings))
         except confluent_kafka.KafkaException as exc:
             raise BrokerError(f"cannot configure the output producer: {exc}") from exc
         self._closed = threading.Event()
@@ -173,14 +174,11 @@ class ConfluentOutput:
             self._producer.poll(0)
             # librdkafka's threads (and their reconnect attempts, logged on stderr) end when
             # the handle is released; a send after close fails (``send``)
-            self._producer = _CLOSED
+            self._producer = None
 
     def _serve(self) -> None:
         while not self._closed.is_set():
             self._producer.poll(POLL_S)
-
-
-_CLOSED: Any = None  # the released handle of a closed ``ConfluentOutput``
 
 
 def _as_kafka_error(err: Any) -> KafkaError:
